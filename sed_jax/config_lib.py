@@ -1,0 +1,60 @@
+"""Config pieces shared by every experiment file in `configs/`.
+
+Experiments are configs-as-code (ml_collections); the pieces that several of them need (the audio
+front-end, the dataset block) live here so that one default is written once.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def feature_config() -> ml_collections.ConfigDict:
+  """Log-mel front-end defaults (DCASE-like, 20 ms hop).
+
+  Every field here is part of a dataset's identity: the TFDS builder config name carries a
+  fingerprint of this block, so changing any value builds a new dataset instead of silently
+  reusing features computed with the old one.
+  """
+  return ml_collections.ConfigDict(dict(
+      sample_rate=16000,
+      n_fft=1024,
+      hop_length=320,        # 20 ms at 16 kHz.
+      n_mels=64,
+      fmin=50.0,
+      fmax=8000.0,
+      log_floor=1e-5,        # log(max(mel_power, floor)): silence maps to a finite value.
+      time_pool=4,           # Model output frames = input frames // time_pool (80 ms).
+  ))
+
+
+def parse_arg(arg: str | None, **defaults):
+  """Parses `get_config` arguments such as 'arch=resnet,smoke' into a ConfigDict.
+
+  A bare word is a boolean flag set to True; `key=value` values are cast to the type of the
+  default. Unknown keys are an error that lists the known ones.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  if not arg:
+    return out
+  for part in arg.split(","):
+    part = part.strip()
+    if not part:
+      continue
+    key, sep, value = part.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(
+          f"Unknown config argument {key!r} in {arg!r}; known: {sorted(defaults)}.")
+    default = defaults[key]
+    if not sep:
+      out[key] = True
+    elif isinstance(default, bool):
+      if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"Config argument {key!r} must be true/false, got {value!r}.")
+      out[key] = value.lower() in ("true", "1")
+    elif default is None:
+      out[key] = value
+    else:
+      out[key] = type(default)(value)
+  return out
