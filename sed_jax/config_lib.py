@@ -58,3 +58,23 @@ def parse_arg(arg: str | None, **defaults):
     else:
       out[key] = type(default)(value)
   return out
+
+
+def dataset_config(name: str = "synth_sed", smoke: bool = False) -> ml_collections.ConfigDict:
+  """The `dataset` block: which dataset, where it lives, how it is built.
+
+  `smoke` shrinks the embedded dataset so that a whole job runs in about two minutes on two CPU
+  cores; the tests and quick checks use it.
+  """
+  sizes = (dict(train=48, validation=16, test=16, unlabeled=32) if smoke else
+           dict(train=2000, validation=300, test=300, unlabeled=1000))
+  return ml_collections.ConfigDict(dict(
+      name=name,
+      data_dir="",          # TFDS data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets.
+      root="",              # Folder of a dataset on disk (dcase_folder, desed, urban_sed, ...).
+      classes="",           # Comma-separated class list; '' = from the annotations.
+      on_error="raise",     # raise | skip: what a bad file does to a build.
+      num_workers=0,        # Feature-extraction processes; 0 = one per core.
+      clip_seconds=10.0,    # Clips are cropped / padded to this length for batching.
+      synth=dict(seed=0, clip_seconds=10.0, **sizes),
+  ))
