@@ -1,0 +1,229 @@
+"""Input pipeline: TFDS data source → grain (per-process shard, seeded shuffle, augment, batch).
+
+Training batches come from a grain `DataLoader` whose iterator state is small and can be saved
+with the model checkpoint, so a resumed run sees exactly the batches an uninterrupted run would
+have seen. Evaluation batches are produced in dataset order, padded to a fixed batch size with a
+`mask` marking real examples, so every process runs the same number of steps and no example is
+dropped or counted twice.
+
+A batch is a dict of numpy arrays with a leading batch axis:
+  log_mel [B, T, F] f32 · strong [B, T_out, C] f32 · weak [B, C] f32 · has_strong [B] bool ·
+  has_weak [B] bool · frame_mask [B, T_out] bool (False on padding past a clip's end) ·
+  (evaluation only) mask [B] bool, audio_id [B] str, duration [B] f32.
+Strings never go to a device: `device_batch` drops them before `sharding.to_global`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import ml_collections
+
+from sed_jax.data import builders
+
+DEVICE_KEYS = ("log_mel", "strong", "weak", "has_strong", "has_weak", "frame_mask")
+
+
+def augment_config() -> ml_collections.ConfigDict:
+  """Training-time augmentation defaults (all off but SpecAugment-style masking)."""
+  return ml_collections.ConfigDict(dict(
+      time_masks=2, time_mask_frames=20,   # Up to 20 input frames (400 ms) each.
+      freq_masks=2, freq_mask_bins=8,
+      shift_frames=0,                      # Random roll by up to this many *output* frames.
+      mixup_prob=0.0, mixup_alpha=0.2,     # Mixup of a batch with probability mixup_prob.
+      mixup_mode="soft",                   # soft: λ-weighted targets; hard: their maximum.
+  ))
+
+
+def data_source(data_cfg, feature_cfg, split: str, prepare: bool = False):
+  """The random-access source of one split; `prepare=True` builds the dataset if missing."""
+  builder = (builders.prepare(data_cfg, feature_cfg) if prepare
+             else builders.make_builder(data_cfg, feature_cfg))
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f"Dataset {builder.name}/{builder.builder_config.name} is not built in "
+        f"{builder.data_dir}. Build it with: python -m sed_jax.data.build "
+        f"--dataset={data_cfg.name}" + (f" --root={data_cfg.root}" if data_cfg.root else "") +
+        (f" --data_dir={data_cfg.data_dir}" if data_cfg.data_dir else ""))
+  splits = builder.info.splits
+  if split not in splits:
+    raise KeyError(f"Split {split!r} is not in dataset {builder.name}/"
+                   f"{builder.builder_config.name}; it has {sorted(splits)}.")
+  return builder.as_data_source(split)
+
+
+def clip_frames(data_cfg, feature_cfg) -> int:
+  """Input frames per batched clip: `clip_seconds` worth, a multiple of the model's time pool."""
+  n = int(round(data_cfg.clip_seconds * feature_cfg.sample_rate)) // feature_cfg.hop_length
+  return n - n % feature_cfg.time_pool
+
+
+class FixLength(grain.transforms.Map):
+  """Crops or pads a decoded example to `frames` input frames; targets become float32.
+
+  Padding uses the log floor (digital silence) and is marked False in `frame_mask`, so losses and
+  metrics can ignore it.
+  """
+
+  def __init__(self, frames: int, time_pool: int, log_floor: float, keep_meta: bool = False):
+    self.frames, self.pool, self.pad_value = frames, time_pool, float(np.log(log_floor))
+    self.keep_meta = keep_meta
+
+  def map(self, ex: dict[str, Any]) -> dict[str, Any]:
+    t_out = self.frames // self.pool
+    mel = ex["log_mel"][:self.frames]
+    strong = ex["strong"][:t_out].astype(np.float32)
+    valid = strong.shape[0]
+    out = dict(
+        log_mel=np.pad(mel, ((0, self.frames - mel.shape[0]), (0, 0)),
+                       constant_values=self.pad_value),
+        strong=np.pad(strong, ((0, t_out - valid), (0, 0))),
+        weak=ex["weak"].astype(np.float32),
+        has_strong=np.bool_(ex["has_strong"]), has_weak=np.bool_(ex["has_weak"]),
+        frame_mask=np.arange(t_out) < valid)
+    if self.keep_meta:
+      audio_id = ex["audio_id"]
+      out["audio_id"] = audio_id.decode() if isinstance(audio_id, bytes) else str(audio_id)
+      out["duration"] = np.float32(ex["duration"])
+    return out
+
+
+class SpecAugment(grain.transforms.RandomMap):
+  """Time and frequency masking, and an optional time shift that moves the targets too.
+
+  Masks replace values by the example's mean log-mel (a neutral level). Masking leaves the
+  targets unchanged (the event is still there, only partly hidden); the shift rolls features and
+  strong targets together by whole output frames, so the two stay aligned.
+  """
+
+  def __init__(self, cfg, time_pool: int):
+    self.cfg, self.pool = cfg, time_pool
+
+  def random_map(self, ex: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    cfg, ex = self.cfg, dict(ex)
+    mel = ex["log_mel"].copy()
+    t, f = mel.shape
+    fill = mel.mean()
+    for _ in range(cfg.time_masks):
+      w = int(rng.integers(0, cfg.time_mask_frames + 1))
+      s = int(rng.integers(0, max(1, t - w)))
+      mel[s:s + w] = fill
+    for _ in range(cfg.freq_masks):
+      w = int(rng.integers(0, cfg.freq_mask_bins + 1))
+      s = int(rng.integers(0, max(1, f - w)))
+      mel[:, s:s + w] = fill
+    if cfg.shift_frames:
+      k = int(rng.integers(-cfg.shift_frames, cfg.shift_frames + 1))
+      mel = np.roll(mel, k * self.pool, axis=0)
+      ex["strong"] = np.roll(ex["strong"], k, axis=0)
+      ex["frame_mask"] = np.roll(ex["frame_mask"], k, axis=0)
+    ex["log_mel"] = mel
+    return ex
+
+
+class Mixup(grain.transforms.RandomMap):
+  """Batch-level mixup between examples with the same label kinds.
+
+  Mixing a labelled with an unlabelled clip would leave half of the mixture unlabelled, so
+  partners are drawn within groups of equal (has_strong, has_weak). Soft mode weights the targets
+  by λ; hard mode takes their maximum (every event present is labelled present).
+  """
+
+  def __init__(self, cfg):
+    self.cfg = cfg
+
+  def random_map(self, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    cfg = self.cfg
+    if rng.random() >= cfg.mixup_prob:
+      return batch
+    n = batch["log_mel"].shape[0]
+    group = batch["has_strong"].astype(int) * 2 + batch["has_weak"].astype(int)
+    perm = np.arange(n)
+    for g in np.unique(group):
+      idx = np.flatnonzero(group == g)
+      perm[idx] = rng.permutation(idx)
+    lam = rng.beta(cfg.mixup_alpha, cfg.mixup_alpha, size=n).astype(np.float32)
+    mix = lambda x, l: l * x + (1 - l) * x[perm]
+    out = dict(batch)
+    out["log_mel"] = mix(batch["log_mel"], lam[:, None, None])
+    for key, shape in (("strong", (n, 1, 1)), ("weak", (n, 1))):
+      if cfg.mixup_mode == "hard":
+        out[key] = np.maximum(batch[key], batch[key][perm])
+      else:
+        out[key] = mix(batch[key], lam.reshape(shape))
+    out["frame_mask"] = batch["frame_mask"] | batch["frame_mask"][perm]
+    return out
+
+
+def train_loader(source, *, batch_size: int, seed: int, data_cfg, feature_cfg,
+                 augment=None, worker_count: int = 0, shard_index: int | None = None,
+                 shard_count: int | None = None) -> grain.DataLoader:
+  """An endless, shuffled, augmented loader of this process's shard.
+
+  `batch_size` is per process. The shard defaults to this JAX process's; the shuffle is seeded
+  and repeats with a new order each epoch. `iter(loader)` gives an iterator whose
+  `get_state()`/`set_state()` make resumption exact.
+  """
+  shard = grain.sharding.ShardOptions(
+      shard_index=jax.process_index() if shard_index is None else shard_index,
+      shard_count=jax.process_count() if shard_count is None else shard_count,
+      drop_remainder=True)
+  if len(source) // shard.shard_count < batch_size:
+    raise ValueError(f"Per-process batch size {batch_size} is larger than this process's shard "
+                     f"({len(source) // shard.shard_count} examples); lower batch_size.")
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=seed)
+  ops: list[Any] = [FixLength(clip_frames(data_cfg, feature_cfg), feature_cfg.time_pool,
+                              feature_cfg.log_floor)]
+  if augment is not None and (augment.time_masks or augment.freq_masks or augment.shift_frames):
+    ops.append(SpecAugment(augment, feature_cfg.time_pool))
+  ops.append(grain.transforms.Batch(batch_size, drop_remainder=True))
+  if augment is not None and augment.mixup_prob > 0:
+    ops.append(Mixup(augment))
+  return grain.DataLoader(data_source=source, sampler=sampler, operations=ops,
+                          worker_count=worker_count)
+
+
+def eval_batches(source, *, batch_size: int, data_cfg, feature_cfg,
+                 process_index: int | None = None, process_count: int | None = None
+                 ) -> Iterator[dict[str, Any]]:
+  """This process's contiguous share of a split, in order, padded into full batches.
+
+  Every process yields the same number of batches (`mask` is False on padding), so jit-compiled
+  evaluation steps stay in lock-step across processes; concatenating the processes' real
+  examples in process order gives the split exactly once, in dataset order.
+  """
+  p = jax.process_index() if process_index is None else process_index
+  n_proc = jax.process_count() if process_count is None else process_count
+  n = len(source)
+  per_proc = -(-n // n_proc)
+  indices = list(range(p * per_proc, min(n, (p + 1) * per_proc)))
+  n_batches = -(-per_proc // batch_size)
+  fix = FixLength(clip_frames(data_cfg, feature_cfg), feature_cfg.time_pool,
+                  feature_cfg.log_floor, keep_meta=True)
+  template = None
+  for b in range(n_batches):
+    chunk = indices[b * batch_size:(b + 1) * batch_size]
+    examples = [fix.map(source[i]) for i in chunk]
+    if template is None and examples:
+      template = examples[0]
+    if template is None:  # This process has no example at all: shape from example 0.
+      template = fix.map(source[0])
+    pad = batch_size - len(examples)
+    examples += [_blank(template)] * pad
+    batch = {k: np.stack([e[k] for e in examples]) for k in template}
+    batch["mask"] = np.arange(batch_size) < batch_size - pad
+    yield batch
+
+
+def _blank(example: dict[str, Any]) -> dict[str, Any]:
+  return {k: ("" if isinstance(v, str) else np.zeros_like(v)) for k, v in example.items()}
+
+
+def device_batch(batch: dict[str, Any]) -> dict[str, np.ndarray]:
+  """The numeric part of a batch that goes to devices (strings stay on the host)."""
+  return {k: v for k, v in batch.items() if k in DEVICE_KEYS or k == "mask"}
