@@ -1,0 +1,295 @@
+"""TFDS builders: build tiny datasets from files the test writes, read them back TF-free."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from sed_jax import config_lib
+from sed_jax.data import builders
+from sed_jax.data import pipeline
+from sed_jax.data.builders import base
+
+SR = 16000
+
+
+def tone(seconds, freq=440.0, sr=SR, channels=1):
+  t = np.arange(int(seconds * sr)) / sr
+  x = 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+  return np.stack([x] * channels, 1) if channels > 1 else x
+
+
+def write_tsv(path, header, rows):
+  path.write_text("\n".join(["\t".join(header)] + ["\t".join(map(str, r)) for r in rows]) + "\n")
+
+
+def make_plain_root(root):
+  """train (strong), validation (weak), unlabeled (no TSV); 1-s clips."""
+  for split in ("train", "validation", "unlabeled"):
+    (root / split / "audio").mkdir(parents=True)
+  for i in range(3):
+    sf.write(root / "train" / "audio" / f"t{i}.wav", tone(1.0, 300 + 200 * i), SR)
+  write_tsv(root / "train" / "strong.tsv", ["filename", "onset", "offset", "event_label"],
+            [("t0.wav", 0.0, 0.5, "dog"), ("t0.wav", 0.4, 0.9, "cat"),
+             ("t1.wav", 0.2, 1.5, "dog"),   # Runs past the clip end: clipped and counted.
+             ("t2.wav", "", "", "")])       # DESED's "no event" row.
+  for i in range(2):
+    sf.write(root / "validation" / "audio" / f"v{i}.wav", tone(1.0, 500), SR)
+  write_tsv(root / "validation" / "weak.tsv", ["filename", "event_labels"],
+            [("v0.wav", "cat,dog"), ("v1.wav", "")])
+  sf.write(root / "unlabeled" / "audio" / "u0.flac", tone(1.0, 700), SR)
+  return root
+
+
+def data_config(name, root, data_dir, **kw):
+  cfg = config_lib.dataset_config(name)
+  cfg.update(dict(root=str(root), data_dir=str(data_dir), num_workers=1, clip_seconds=1.0, **kw))
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+  """A built plain dcase_folder dataset: (data_cfg, feature_cfg, builder)."""
+  tmp = tmp_path_factory.mktemp("plain")
+  root = make_plain_root(tmp / "root")
+  data_cfg, feat = data_config("dcase_folder", root, tmp / "tfds"), config_lib.feature_config()
+  return data_cfg, feat, builders.prepare(data_cfg, feat)
+
+
+def test_dcase_folder_content(plain):
+  data_cfg, feat, builder = plain
+  meta = builder.info.metadata
+  assert meta["classes"] == ["cat", "dog"]  # From the labels, sorted.
+  train = pipeline.data_source(data_cfg, feat, "train")
+  assert len(train) == 3
+  by_id = {train[i]["audio_id"].decode(): train[i] for i in range(3)}
+  t0, t1, t2 = by_id["t0.wav"], by_id["t1.wav"], by_id["t2.wav"]
+  assert t0["log_mel"].shape == (50, 64) and t0["log_mel"].dtype == np.float32
+  assert t0["strong"].shape == (12, 2)
+  # dog 0-0.5 s → output frames 0..5 (80 ms each; frame 6 starts at 0.48, covered 20 ms).
+  assert t0["strong"][:, 1].tolist() == [1] * 6 + [0] * 6
+  assert t0["strong"][:, 0].tolist() == [0] * 5 + [1] * 6 + [0]
+  assert t0["weak"].tolist() == [1, 1] and t0["has_strong"] and t0["has_weak"]
+  assert t1["strong"][:, 1].tolist() == [0, 0] + [1] * 10
+  assert t2["strong"].sum() == 0 and t2["weak"].sum() == 0 and t2["has_strong"]
+  assert t0["duration"] == pytest.approx(1.0)
+  summary = meta["summary"]
+  assert summary["train"]["events_clipped_at_clip_end"] == 1
+  assert summary["train"]["events_per_class"] == {"cat": 1, "dog": 2}
+  assert summary["train"]["skipped"] == []
+
+
+def test_weak_and_unlabeled_splits(plain):
+  data_cfg, feat, _ = plain
+  val = pipeline.data_source(data_cfg, feat, "validation")
+  rows = {val[i]["audio_id"].decode(): val[i] for i in range(len(val))}
+  assert rows["v0.wav"]["weak"].tolist() == [1, 1] and rows["v1.wav"]["weak"].tolist() == [0, 0]
+  assert all(r["has_weak"] and not r["has_strong"] for r in rows.values())
+  unl = pipeline.data_source(data_cfg, feat, "unlabeled")
+  assert len(unl) == 1 and not unl[0]["has_weak"] and not unl[0]["has_strong"]
+
+
+def test_reading_never_imports_tensorflow(plain):
+  assert "tensorflow" not in sys.modules
+  with pytest.raises(ImportError):
+    import tensorflow  # noqa: F401  The test environment must not even have it.
+
+
+def test_prepared_dataset_is_reused_and_settings_change_the_name(plain):
+  data_cfg, feat, builder = plain
+  again = builders.make_builder(data_cfg, feat)
+  assert again.builder_config.name == builder.builder_config.name and again.is_prepared()
+  other = config_lib.feature_config()
+  other.n_mels = 32
+  assert builders.make_builder(data_cfg, other).builder_config.name != builder.builder_config.name
+  renamed = data_config("dcase_folder", data_cfg.root, data_cfg.data_dir, classes="cat,dog,bird")
+  assert builders.make_builder(renamed, feat).builder_config.name != builder.builder_config.name
+
+
+def test_edited_annotations_give_a_new_dataset(tmp_path):
+  root = make_plain_root(tmp_path / "root")
+  cfg, feat = data_config("dcase_folder", root, tmp_path / "tfds"), config_lib.feature_config()
+  before = builders.make_builder(cfg, feat).builder_config.name
+  with open(root / "train" / "strong.tsv", "a") as f:
+    f.write("t2.wav\t0.1\t0.2\tcat\n")
+  assert builders.make_builder(cfg, feat).builder_config.name != before
+
+
+def test_unbuilt_dataset_says_how_to_build(tmp_path):
+  root = make_plain_root(tmp_path / "root")
+  cfg = data_config("dcase_folder", root, tmp_path / "tfds")
+  with pytest.raises(FileNotFoundError, match="python -m sed_jax.data.build --dataset=dcase_folder"):
+    pipeline.data_source(cfg, config_lib.feature_config(), "train")
+
+
+def make_messy_root(root):
+  """A folder mixing a corrupt file, an empty file, stereo, odd rates and a TSV with a bad line."""
+  audio = root / "train" / "audio"
+  audio.mkdir(parents=True)
+  sf.write(audio / "mono16k.wav", tone(1.0), SR)
+  sf.write(audio / "stereo44k.wav", tone(1.0, sr=44100, channels=2), 44100)
+  sf.write(audio / "mono8k.wav", tone(1.0, sr=8000), 8000)
+  sf.write(audio / "mono22k.flac", tone(1.0, sr=22050), 22050)
+  sf.write(audio / "stereo48k.wav", tone(1.0, sr=48000, channels=2), 48000)
+  (audio / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+  (audio / "empty.wav").write_bytes(b"")
+  rows = [(n, 0.1, 0.5, "dog") for n in ("mono16k.wav", "stereo44k.wav", "mono8k.wav",
+                                         "mono22k.flac", "stereo48k.wav", "corrupt.wav",
+                                         "empty.wav")]
+  write_tsv(root / "train" / "strong.tsv", ["filename", "onset", "offset", "event_label"], rows)
+  return root
+
+
+def test_messy_folder_raise_names_the_file(tmp_path):
+  root = make_messy_root(tmp_path / "root")
+  cfg = data_config("dcase_folder", root, tmp_path / "tfds")
+  with pytest.raises(base.BuildError, match=r"corrupt\.wav"):
+    builders.prepare(cfg, config_lib.feature_config())
+  assert not builders.make_builder(cfg, config_lib.feature_config()).is_prepared()
+
+
+def test_messy_folder_skip_builds_the_rest_and_lists_why(tmp_path):
+  root = make_messy_root(tmp_path / "root")
+  cfg = data_config("dcase_folder", root, tmp_path / "tfds", on_error="skip")
+  builder = builders.prepare(cfg, config_lib.feature_config())
+  skipped = builder.info.metadata["summary"]["train"]["skipped"]
+  assert sorted(s["file"] for s in skipped) == ["corrupt.wav", "empty.wav"]
+  assert all(s["reason"] for s in skipped)
+  src = pipeline.data_source(cfg, config_lib.feature_config(), "train")
+  assert len(src) == 5
+  for i in range(5):  # Every rate and channel count became 1 s of 16 kHz mono.
+    assert src[i]["log_mel"].shape == (50, 64)
+  # Reopened from disk, the metadata still lists the skipped files.
+  reopened = builders.make_builder(cfg, config_lib.feature_config())
+  assert len(reopened.info.metadata["summary"]["train"]["skipped"]) == 2
+
+
+def test_bad_tsv_line_is_named(tmp_path):
+  root = make_plain_root(tmp_path / "root")
+  with open(root / "train" / "strong.tsv", "a") as f:
+    f.write("t1.wav\tabc\t0.5\tdog\n")
+  cfg = data_config("dcase_folder", root, tmp_path / "tfds")
+  with pytest.raises(ValueError, match=r"strong\.tsv:6"):
+    builders.prepare(cfg, config_lib.feature_config())
+
+
+def test_missing_audio_is_reported_as_a_set(tmp_path):
+  root = make_plain_root(tmp_path / "root")
+  with open(root / "train" / "strong.tsv", "a") as f:
+    f.write("gone1.wav\t0.1\t0.2\tdog\ngone2.wav\t0.1\t0.2\tcat\n")
+  cfg = data_config("dcase_folder", root, tmp_path / "tfds")
+  with pytest.raises(ValueError, match=r"2 annotated file.*gone1\.wav, gone2\.wav"):
+    builders.prepare(cfg, config_lib.feature_config())
+  cfg.on_error = "skip"
+  builder = builders.prepare(cfg, config_lib.feature_config())
+  skipped = {s["file"] for s in builder.info.metadata["summary"]["train"]["skipped"]}
+  assert skipped == {"gone1.wav", "gone2.wav"}
+
+
+def test_unannotated_audio_in_a_labelled_split_is_an_error(tmp_path):
+  root = make_plain_root(tmp_path / "root")
+  sf.write(root / "train" / "audio" / "stray.wav", tone(1.0), SR)
+  cfg = data_config("dcase_folder", root, tmp_path / "tfds")
+  with pytest.raises(base.BuildError, match=r"stray\.wav.*not listed"):
+    builders.prepare(cfg, config_lib.feature_config())
+
+
+def test_desed_and_urban_sed_presets(tmp_path):
+  d = tmp_path / "desed"
+  for sub in ("audio/train/synthetic21_train/soundscapes", "audio/train/weak",
+              "audio/train/unlabel_in_domain", "audio/validation/validation",
+              "metadata/train/synthetic21_train", "metadata/validation"):
+    (d / sub).mkdir(parents=True)
+  sf.write(d / "audio/train/synthetic21_train/soundscapes/s.wav", tone(1.0), SR)
+  write_tsv(d / "metadata/train/synthetic21_train/soundscapes.tsv",
+            ["filename", "onset", "offset", "event_label"], [("s.wav", 0, 0.5, "Speech")])
+  sf.write(d / "audio/train/weak/w.wav", tone(1.0), SR)
+  write_tsv(d / "metadata/train/weak.tsv", ["filename", "event_labels"], [("w.wav", "Dog")])
+  sf.write(d / "audio/train/unlabel_in_domain/u.wav", tone(1.0), SR)
+  sf.write(d / "audio/validation/validation/v.wav", tone(1.0), SR)
+  write_tsv(d / "metadata/validation/validation.tsv",
+            ["filename", "onset", "offset", "event_label"], [("v.wav", 0.2, 0.4, "Dog")])
+  cfg = data_config("desed", d, tmp_path / "tfds")
+  builder = builders.prepare(cfg, config_lib.feature_config())
+  assert sorted(builder.info.splits) == ["synthetic", "unlabeled", "validation", "weak"]
+  assert builder.info.metadata["classes"] == ["Dog", "Speech"]
+
+  u = tmp_path / "urban"
+  for sub in ("audio/train", "audio/validate", "annotations/train", "annotations/validate"):
+    (u / sub).mkdir(parents=True)
+  sf.write(u / "audio/train/a.wav", tone(1.0), SR)
+  (u / "annotations/train/a.txt").write_text("0.1\t0.6\tsiren\n")
+  sf.write(u / "audio/validate/b.wav", tone(1.0), SR)
+  (u / "annotations/validate/b.txt").write_text("0.0\t0.3\tdog_bark\n0.5\t0.9\tsiren\n")
+  cfg = data_config("urban_sed", u, tmp_path / "tfds")
+  builder = builders.prepare(cfg, config_lib.feature_config())
+  assert sorted(builder.info.splits) == ["train", "validation"]
+  val = pipeline.data_source(cfg, config_lib.feature_config(), "validation")
+  assert val[0]["weak"].tolist() == [1, 1]
+
+
+def test_missing_root_is_a_clear_error(tmp_path):
+  cfg = data_config("dcase_folder", tmp_path / "nowhere", tmp_path / "tfds")
+  with pytest.raises(base.BuildError, match="dataset.root"):
+    builders.make_builder(cfg, config_lib.feature_config())
+  cfg = data_config("dcase_folder", "", tmp_path / "tfds")
+  with pytest.raises(base.BuildError, match="--root"):
+    builders.make_builder(cfg, config_lib.feature_config())
+
+
+def test_killed_build_leaves_nothing_readable_and_next_build_succeeds(tmp_path):
+  root = make_plain_root(tmp_path / "root")
+  tfds_dir = tmp_path / "tfds"
+  # A real SIGKILL in the middle of writing the train split.
+  script = textwrap.dedent(f"""
+      import os, signal
+      from sed_jax import config_lib
+      from sed_jax.data import builders
+      from sed_jax.data.builders import base
+      real, calls = base.make_example, []
+      def dying(*a):
+        calls.append(1)
+        if len(calls) == 2:
+          os.kill(os.getpid(), signal.SIGKILL)
+        return real(*a)
+      base.make_example = dying
+      cfg = config_lib.dataset_config("dcase_folder")
+      cfg.update(dict(root={str(root)!r}, data_dir={str(tfds_dir)!r}, num_workers=1))
+      builders.prepare(cfg, config_lib.feature_config())
+  """)
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+  assert proc.returncode == -9, proc.stderr[-2000:]
+  cfg, feat = data_config("dcase_folder", root, tfds_dir), config_lib.feature_config()
+  builder = builders.make_builder(cfg, feat)
+  assert not builder.is_prepared()
+  leftovers = list(tfds_dir.rglob("incomplete.*"))
+  assert leftovers  # The killed build did leave its partial files behind...
+  with pytest.raises(FileNotFoundError):
+    pipeline.data_source(cfg, feat, "train")  # ...which are never read as a dataset.
+  builders.prepare(cfg, feat)
+  assert len(pipeline.data_source(cfg, feat, "train")) == 3
+  assert not list(tfds_dir.rglob("incomplete.*"))
+
+
+def test_parallel_extraction_equals_serial(tmp_path):
+  root = tmp_path / "root"
+  (root / "train" / "audio").mkdir(parents=True)
+  rows = []
+  for i in range(10):
+    sf.write(root / "train" / "audio" / f"c{i}.wav", tone(1.0, 200 + 50 * i), SR)
+    rows.append((f"c{i}.wav", 0.1 * (i % 5), 0.6, "x"))
+  write_tsv(root / "train" / "strong.tsv", ["filename", "onset", "offset", "event_label"], rows)
+  feat = config_lib.feature_config()
+  serial = builders.prepare(data_config("dcase_folder", root, tmp_path / "a"), feat)
+  par_cfg = data_config("dcase_folder", root, tmp_path / "b", num_workers=2)
+  parallel = builders.prepare(par_cfg, feat)
+  a = pipeline.data_source(data_config("dcase_folder", root, tmp_path / "a"), feat, "train")
+  b = pipeline.data_source(par_cfg, feat, "train")
+  for i in range(10):
+    np.testing.assert_array_equal(a[i]["log_mel"], b[i]["log_mel"])
+    np.testing.assert_array_equal(a[i]["strong"], b[i]["strong"])
+  assert serial.info.metadata["summary"] == parallel.info.metadata["summary"]
