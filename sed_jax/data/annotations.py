@@ -188,8 +188,8 @@ def _class_set(classes: Sequence[str] | None) -> tuple[frozenset[str] | None, li
   return frozenset(classes), list(classes)
 
 
-def read_strong_tsv(path: PathLike,
-                    classes: Sequence[str] | None = None) -> dict[str, list[Event]]:
+def read_strong_tsv(path: PathLike, classes: Sequence[str] | None = None,
+                    bad_rows: dict[str, str] | None = None) -> dict[str, list[Event]]:
   """Reads a DCASE strong TSV into {filename: events sorted by onset}.
 
   Files listed only with an empty row map to []. See the module docstring for the rules.
@@ -197,6 +197,9 @@ def read_strong_tsv(path: PathLike,
   Args:
     path: the TSV file.
     classes: when given, every label must be one of them.
+    bad_rows: when given, a bad row does not raise: its message is stored under its filename
+      (or `path:line` when the row has none) and that file is left out of the result, since its
+      labels are incomplete. Builders use this for `on_error=skip`. Header errors always raise.
 
   Raises:
     AnnotationError: naming `file:line`, for a missing header or column, a row with the wrong
@@ -206,32 +209,51 @@ def read_strong_tsv(path: PathLike,
   class_set, known = _class_set(classes)
   cols, width, rows = _parse_header(path, _read_lines(path), STRONG_COLUMNS)
   found: dict[str, set[Event]] = {}
-  for line_no, line in rows:
+
+  def parse_row(line_no: int, line: str) -> None:
     fields = _split_row(path, line_no, line, width)
     if fields is None:
       found.setdefault(line.strip(), set())
-      continue
+      return
     filename = fields[cols["filename"]]
     if not filename:
       raise _error(path, line_no, "filename is empty", "Every row starts with the audio file name.")
     onset, offset, label = (fields[cols[c]] for c in STRONG_COLUMNS[1:])
     events = found.setdefault(filename, set())
     if not (onset or offset or label):
-      continue  # "no event in this file".
+      return  # "no event in this file".
     if not (onset and offset and label):
       empty = [c for c, v in zip(STRONG_COLUMNS[1:], (onset, offset, label)) if not v]
       raise _error(path, line_no, f"{', '.join(empty)} empty while the other event field(s) "
                    "are set", "Fill in onset, offset and event_label, or leave all three empty "
                    "for a file without events.")
     events.add(_parse_event(path, line_no, onset, offset, label, class_set, known))
-  return {name: sorted(events) for name, events in found.items()}
+
+  _parse_rows(path, rows, parse_row, bad_rows)
+  return {name: sorted(events) for name, events in found.items()
+          if bad_rows is None or name not in bad_rows}
 
 
-def read_weak_tsv(path: PathLike, classes: Sequence[str] | None = None) -> dict[str, list[str]]:
+def _parse_rows(path: PathLike, rows: list[tuple[int, str]], parse_row,
+                bad_rows: dict[str, str] | None) -> None:
+  """Runs `parse_row` on each data row; with `bad_rows`, records errors instead of raising."""
+  for line_no, line in rows:
+    try:
+      parse_row(line_no, line)
+    except AnnotationError as e:
+      if bad_rows is None:
+        raise
+      filename = line.split("\t", 1)[0].strip() or f"{os.fspath(path)}:{line_no}"
+      bad_rows.setdefault(filename, str(e))
+
+
+def read_weak_tsv(path: PathLike, classes: Sequence[str] | None = None,
+                  bad_rows: dict[str, str] | None = None) -> dict[str, list[str]]:
   """Reads a DCASE weak TSV into {filename: sorted unique labels}.
 
   A file on several rows gets the union of their labels; an empty label field (or a row with
   only the filename) means no event. Empty items in the comma-separated list are ignored.
+  `bad_rows` works as in `read_strong_tsv`.
 
   Raises:
     AnnotationError: naming `file:line`, for a missing header or column, a row with the wrong
@@ -240,11 +262,12 @@ def read_weak_tsv(path: PathLike, classes: Sequence[str] | None = None) -> dict[
   class_set, known = _class_set(classes)
   cols, width, rows = _parse_header(path, _read_lines(path), WEAK_COLUMNS)
   found: dict[str, set[str]] = {}
-  for line_no, line in rows:
+
+  def parse_row(line_no: int, line: str) -> None:
     fields = _split_row(path, line_no, line, width)
     if fields is None:
       found.setdefault(line.strip(), set())
-      continue
+      return
     filename = fields[cols["filename"]]
     if not filename:
       raise _error(path, line_no, "filename is empty", "Every row starts with the audio file name.")
@@ -254,7 +277,10 @@ def read_weak_tsv(path: PathLike, classes: Sequence[str] | None = None) -> dict[
       if label:
         _check_label(path, line_no, label, class_set, known)
         labels.add(label)
-  return {name: sorted(labels) for name, labels in found.items()}
+
+  _parse_rows(path, rows, parse_row, bad_rows)
+  return {name: sorted(labels) for name, labels in found.items()
+          if bad_rows is None or name not in bad_rows}
 
 
 def read_urbansed_txt(path: PathLike, classes: Sequence[str] | None = None) -> list[Event]:

@@ -344,3 +344,21 @@ def test_write_os_failure_is_an_annotation_error(tmp_path):
   (tmp_path / "file").write_bytes(b"x")
   path = tmp_path / "file" / "s.tsv"  # Its parent is a file, so the folder cannot be made.
   _raises_at(path, None, "writing failed", ann.write_weak_tsv, path, {"a.wav": []})
+
+
+def test_bad_rows_are_collected_per_file_instead_of_raised(tmp_path):
+  path = _write(tmp_path, "filename\tonset\toffset\tevent_label\n"
+                "a.wav\t0\t1\tdog\n"
+                "b.wav\t0\tx\tdog\n"          # Line 3: b.wav's labels are incomplete.
+                "b.wav\t1\t2\tcat\n"
+                "c.wav\t2\t1\tdog\n"          # Line 5: reversed.
+                "\t1\t2\tdog\n")              # Line 6: no filename.
+  bad = {}
+  got = ann.read_strong_tsv(path, bad_rows=bad)
+  assert got == {"a.wav": [Event(0.0, 1.0, "dog")]}
+  assert set(bad) == {"b.wav", "c.wav", f"{path}:6"}
+  assert f"{path}:3" in bad["b.wav"] and f"{path}:5" in bad["c.wav"]
+  weak = _write(tmp_path, "filename\tevent_labels\na.wav\tdog\nb.wav\tbird\n", name="w.tsv")
+  bad = {}
+  assert ann.read_weak_tsv(weak, classes=["dog"], bad_rows=bad) == {"a.wav": ["dog"]}
+  assert f"{weak}:3" in bad["b.wav"]

@@ -137,9 +137,11 @@ def make_messy_root(root):
   sf.write(audio / "stereo48k.wav", tone(1.0, sr=48000, channels=2), 48000)
   (audio / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
   (audio / "empty.wav").write_bytes(b"")
+  sf.write(audio / "badrow.wav", tone(1.0), SR)
   rows = [(n, 0.1, 0.5, "dog") for n in ("mono16k.wav", "stereo44k.wav", "mono8k.wav",
                                          "mono22k.flac", "stereo48k.wav", "corrupt.wav",
                                          "empty.wav")]
+  rows.append(("badrow.wav", 0.3, "oops", "dog"))  # Line 9.
   write_tsv(root / "train" / "strong.tsv", ["filename", "onset", "offset", "event_label"], rows)
   return root
 
@@ -147,7 +149,15 @@ def make_messy_root(root):
 def test_messy_folder_raise_names_the_file(tmp_path):
   root = make_messy_root(tmp_path / "root")
   cfg = data_config("dcase_folder", root, tmp_path / "tfds")
-  with pytest.raises(base.BuildError, match=r"corrupt\.wav"):
+  with pytest.raises(ValueError, match=r"strong\.tsv:9: offset 'oops' is not a number"):
+    builders.make_builder(cfg, config_lib.feature_config())
+  # Fix the bad row: now the corrupt audio is the first problem.
+  rows = [(n, 0.1, 0.5, "dog") for n in ("mono16k.wav", "corrupt.wav", "badrow.wav")]
+  write_tsv(root / "train" / "strong.tsv", ["filename", "onset", "offset", "event_label"], rows)
+  (root / "train" / "audio" / "empty.wav").unlink()
+  for name in ("stereo44k.wav", "mono8k.wav", "mono22k.flac", "stereo48k.wav"):
+    (root / "train" / "audio" / name).unlink()
+  with pytest.raises(base.BuildError, match=r"(?s)corrupt\.wav.*--on_error=skip"):
     builders.prepare(cfg, config_lib.feature_config())
   assert not builders.make_builder(cfg, config_lib.feature_config()).is_prepared()
 
@@ -157,15 +167,16 @@ def test_messy_folder_skip_builds_the_rest_and_lists_why(tmp_path):
   cfg = data_config("dcase_folder", root, tmp_path / "tfds", on_error="skip")
   builder = builders.prepare(cfg, config_lib.feature_config())
   skipped = builder.info.metadata["summary"]["train"]["skipped"]
-  assert sorted(s["file"] for s in skipped) == ["corrupt.wav", "empty.wav"]
-  assert all(s["reason"] for s in skipped)
+  assert sorted(s["file"] for s in skipped) == ["badrow.wav", "corrupt.wav", "empty.wav"]
+  reasons = {s["file"]: s["reason"] for s in skipped}
+  assert "strong.tsv:9" in reasons["badrow.wav"] and "empty" in reasons["empty.wav"]
   src = pipeline.data_source(cfg, config_lib.feature_config(), "train")
   assert len(src) == 5
   for i in range(5):  # Every rate and channel count became 1 s of 16 kHz mono.
     assert src[i]["log_mel"].shape == (50, 64)
   # Reopened from disk, the metadata still lists the skipped files.
   reopened = builders.make_builder(cfg, config_lib.feature_config())
-  assert len(reopened.info.metadata["summary"]["train"]["skipped"]) == 2
+  assert len(reopened.info.metadata["summary"]["train"]["skipped"]) == 3
 
 
 def test_bad_tsv_line_is_named(tmp_path):

@@ -122,31 +122,43 @@ def _urban_sed(root: Path) -> dict[str, SplitFiles]:
   return out
 
 
-def read_split(files: SplitFiles, classes=None):
-  """(strong, weak) annotation maps of a split: filename → events / labels, or None if absent."""
+def read_split(files: SplitFiles, classes=None, bad: dict[str, str] | None = None):
+  """(strong, weak) annotation maps of a split: filename → events / labels, or None if absent.
+
+  With `bad` (on_error=skip), a file with a bad annotation row is left out and its reason
+  recorded in `bad` instead of raising.
+  """
   strong = weak = None
   if files.strong_tsv:
-    strong = ann_lib.read_strong_tsv(files.strong_tsv, classes)
+    strong = ann_lib.read_strong_tsv(files.strong_tsv, classes, bad_rows=bad)
   if files.weak_tsv:
-    weak = ann_lib.read_weak_tsv(files.weak_tsv, classes)
+    weak = ann_lib.read_weak_tsv(files.weak_tsv, classes, bad_rows=bad)
   if files.txt_dir:
     strong = {}
     for audio in audio_lib.find_audio_files(files.audio_dir):
       txt = files.txt_dir / f"{audio.stem}.txt"
-      if txt.is_file():
+      if not txt.is_file():
+        continue
+      try:
         strong[audio.name] = ann_lib.read_urbansed_txt(txt, classes)
+      except ann_lib.AnnotationError as e:
+        if bad is None:
+          raise
+        bad[audio.name] = str(e)
   return strong, weak
 
 
 def split_items(split: str, files: SplitFiles, classes, on_error: str) -> list[base.Item]:
   """Items of one split; the whole set of missing audio is reported at once."""
-  strong, weak = read_split(files, classes)
+  bad: dict[str, str] | None = {} if on_error == "skip" else None
+  strong, weak = read_split(files, classes, bad)
+  bad = bad or {}
   present = {p.name: p for p in audio_lib.find_audio_files(files.audio_dir)}
   if not files.labelled:
     return [base.Item(key=f"{split}-{name}", audio_id=name, source=base.FileAudio(str(p)),
                       labelled=False) for name, p in present.items()]
-  annotated = list(dict.fromkeys([*(strong or {}), *(weak or {})]))
-  missing = [name for name in annotated if name not in present]
+  annotated = list(dict.fromkeys([*(strong or {}), *(weak or {}), *bad]))
+  missing = [name for name in annotated if name not in present and name not in bad]
   tsv = files.strong_tsv or files.weak_tsv or files.txt_dir
   if missing and on_error == "raise":
     ann_lib.check_audio_present(annotated, files.audio_dir, tsv_path=tsv)
@@ -157,8 +169,8 @@ def split_items(split: str, files: SplitFiles, classes, on_error: str) -> list[b
         source=base.FileAudio(str(files.audio_dir / name)),
         strong=tuple(strong[name]) if strong is not None and name in strong else None,
         weak=tuple(weak[name]) if weak is not None and name in weak else None,
-        error=f"audio file missing from {files.audio_dir} (listed in {tsv})"
-        if name not in present else None))
+        error=bad.get(name) or (f"audio file missing from {files.audio_dir} (listed in {tsv})"
+                                if name not in present else None)))
   for name in present:
     if name not in annotated:
       what = (f"no annotation file {files.txt_dir / Path(name).with_suffix('.txt').name}"
@@ -195,13 +207,13 @@ class DcaseFolder(base.SedBuilder):
             for split, files in splits.items()}
 
 
-def resolve_classes(splits: dict[str, SplitFiles], classes) -> list[str]:
+def resolve_classes(splits: dict[str, SplitFiles], classes, on_error: str = "raise") -> list[str]:
   """The given class list, or the sorted union of every label in the annotations."""
   if classes:
     return list(classes)
   labels = set()
   for files in splits.values():
-    strong, weak = read_split(files)
+    strong, weak = read_split(files, bad={} if on_error == "skip" else None)
     for mapping in (strong, weak):
       if mapping:
         labels.update(ann_lib.labels_in(mapping))
@@ -215,7 +227,7 @@ def make_from_root(root, layout: str, data_cfg, feature_cfg, preset: str | None 
   root = Path(root).expanduser().resolve()
   splits = find_splits(root, layout)
   given = [c.strip() for c in data_cfg.classes.split(",") if c.strip()] if data_cfg.classes else []
-  classes = resolve_classes(splits, given)
+  classes = resolve_classes(splits, given, data_cfg.on_error)
   config = base.make_config(
       preset or layout, feature_cfg.to_dict(), classes, dict(root=str(root), layout=layout),
       content=content_fingerprint(splits), on_error=data_cfg.on_error,
