@@ -14,6 +14,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from sed_jax import config_lib
 from sed_jax.data import builders
@@ -56,6 +57,7 @@ def format_summary(builder) -> str:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # TFDS's per-shard INFO lines drown the progress bars.
   data_cfg = config_lib.dataset_config(_DATASET.value, smoke=_SMOKE.value)
   data_cfg.update(dict(root=_ROOT.value, data_dir=_DATA_DIR.value, on_error=_ON_ERROR.value,
                        classes=_CLASSES.value, num_workers=_WORKERS.value))

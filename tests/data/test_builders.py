@@ -47,7 +47,8 @@ def make_plain_root(root):
 
 def data_config(name, root, data_dir, **kw):
   cfg = config_lib.dataset_config(name)
-  cfg.update(dict(root=str(root), data_dir=str(data_dir), num_workers=1, clip_seconds=1.0, **kw))
+  cfg.update(dict(dict(root=str(root), data_dir=str(data_dir), num_workers=1, clip_seconds=1.0),
+                  **kw))
   return cfg
 
 

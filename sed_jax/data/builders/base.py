@@ -143,6 +143,8 @@ class SedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     summary = _Summary(cfg.classes)
     for item, result in self._map(items):
       if isinstance(result, Exception):
+        if item.audio_id not in str(result):  # Say which clip, whatever failed.
+          result = BuildError(f"{item.audio_id}: {type(result).__name__}: {result}")
         if cfg.on_error == "raise":
           raise BuildError(
               f"{result}\n(split {split!r}; rerun with --on_error=skip to build without the "
@@ -160,20 +162,36 @@ class SedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _map(self, items: list[Item]) -> Iterator[tuple[Item, Any]]:
     """(item, example or exception) in item order, over `num_workers` processes (0 = all cores)."""
     cfg = self.builder_config
-    workers = cfg.num_workers or os.cpu_count() or 1
     args = [(item, cfg.features, cfg.classes) for item in items]
-    if workers == 1 or len(items) < 8:
+    pool = self._pool() if len(items) >= 8 else None
+    if pool is None:
       yield from ((a[0], _make_example_safe(a)) for a in args)
       return
-    # 'spawn': forking a process that already holds JAX's threads can deadlock.
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-      chunk = max(1, min(16, len(items) // (4 * workers)))
-      yield from zip(items, pool.map(_make_example_safe, args, chunksize=chunk))
+    chunk = max(1, min(16, len(items) // (4 * self._num_workers())))
+    yield from zip(items, pool.map(_make_example_safe, args, chunksize=chunk))
+
+  def _num_workers(self) -> int:
+    return self.builder_config.num_workers or os.cpu_count() or 1
+
+  def _pool(self) -> concurrent.futures.ProcessPoolExecutor | None:
+    """One worker pool for the whole build (started once, not per split); None = in-process."""
+    workers = self._num_workers()
+    if workers == 1:
+      return None
+    if getattr(self, "_workers", None) is None:
+      # 'spawn': forking a process that already holds JAX's threads can deadlock.
+      self._workers = concurrent.futures.ProcessPoolExecutor(
+          workers, mp_context=multiprocessing.get_context("spawn"))
+    return self._workers
 
   def download_and_prepare(self, *args, **kwargs):
     _remove_stale_incomplete(Path(self.data_dir).parent)
-    return super().download_and_prepare(*args, **kwargs)
+    try:
+      return super().download_and_prepare(*args, **kwargs)
+    finally:
+      if getattr(self, "_workers", None) is not None:
+        self._workers.shutdown(cancel_futures=True)
+        self._workers = None
 
 
 def _remove_stale_incomplete(config_dir: Path) -> None:
