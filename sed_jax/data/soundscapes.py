@@ -549,6 +549,7 @@ def _missing_data_error(root: Path, missing: Sequence[Path]) -> SoundscapeError:
       f"urbansed_mini data not found under {root} (missing: {', '.join(map(str, missing))}). "
       f"It expects {root}/urbansound8k/fold1, fold2 and fold3 (Scaper-style <label>/*.ogg "
       f"folders) and {root}/backgrounds (ambient recordings). Set the config key dataset.root "
+      "(--root on the build command) "
       "to the folder that holds urbansound8k/ and backgrounds/.")
 
 

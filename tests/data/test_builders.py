@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,3 +306,45 @@ def test_parallel_extraction_equals_serial(tmp_path):
     np.testing.assert_array_equal(a[i]["log_mel"], b[i]["log_mel"])
     np.testing.assert_array_equal(a[i]["strong"], b[i]["strong"])
   assert serial.info.metadata["summary"] == parallel.info.metadata["summary"]
+
+
+def test_soundscapes_builder_mixes_builds_and_withholds_unlabeled_labels(tmp_path):
+  root = tmp_path / "src"
+  for split, labels in (("a", ("beep", "hum")), ("b", ("beep", "hum"))):
+    for k, label in enumerate(labels):
+      (root / split / label).mkdir(parents=True)
+      for j in range(2):
+        sf.write(root / split / label / f"{k}{j}.wav", tone(0.5, 300 + 400 * k + 50 * j), SR)
+  (root / "bg").mkdir()
+  rng = np.random.default_rng(0)
+  sf.write(root / "bg" / "noise.wav", (0.01 * rng.standard_normal(SR * 3)).astype(np.float32),
+           SR)
+  cfg = data_config("soundscapes", root, tmp_path / "tfds", classes="beep,hum", clip_seconds=2.0)
+  s = cfg.soundscapes
+  s.update(dict(clip_seconds=2.0, backgrounds="bg", max_events=2))
+  s.sources.update(dict(train="a", validation="b", test="", unlabeled="a"))
+  s.clips.update(dict(train=4, validation=2, test=0, unlabeled=3))
+  feat = config_lib.feature_config()
+  builder = builders.prepare(cfg, feat)
+  assert sorted(builder.info.splits) == ["train", "unlabeled", "validation"]
+  train = pipeline.data_source(cfg, feat, "train")
+  assert len(train) == 4 and train[0]["log_mel"].shape == (100, 64)
+  assert sum(int(train[i]["weak"].sum()) for i in range(4)) > 0
+  unl = pipeline.data_source(cfg, feat, "unlabeled")
+  assert not any(unl[i]["has_strong"] or unl[i]["has_weak"] for i in range(3))
+  assert all(unl[i]["strong"].sum() == 0 for i in range(3))
+  # The mixed audio is reused: the same config maps to the same, prepared dataset.
+  assert builders.make_builder(cfg, feat).is_prepared()
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[2] / ".." / "shared" / "data").is_dir(),
+                    reason="../shared/data (real UrbanSound8K clips) is not beside this checkout")
+def test_urbansed_mini_smoke_builds_from_the_real_clips(tmp_path):
+  cfg = config_lib.dataset_config("urbansed_mini", smoke=True)
+  cfg.update(dict(root=str(Path(__file__).parents[2] / ".." / "shared" / "data"),
+                  data_dir=str(tmp_path / "tfds"), num_workers=1))
+  cfg.soundscapes.clips.update(dict(train=8, validation=4, test=4, unlabeled=0))
+  builder = builders.prepare(cfg, config_lib.feature_config())
+  summary = builder.info.metadata["summary"]
+  assert {k: v["clips"] for k, v in summary.items()} == {"train": 8, "validation": 4, "test": 4}
+  assert builder.info.metadata["classes"][0] == "air_conditioner"

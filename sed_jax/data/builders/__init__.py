@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sed_jax.data.builders import base
 from sed_jax.data.builders import dcase_folder
+from sed_jax.data.builders import soundscapes
 from sed_jax.data.builders import synth_sed
 
 BuildError = base.BuildError
@@ -19,6 +20,8 @@ DATASETS = {
     "dcase_folder": lambda d, f: dcase_folder.make(d, f, "plain"),
     "desed": lambda d, f: dcase_folder.make(d, f, "desed"),
     "urban_sed": lambda d, f: dcase_folder.make(d, f, "urban_sed"),
+    "soundscapes": soundscapes.make,
+    "urbansed_mini": lambda d, f: soundscapes.make(d, f, "urbansed_mini"),
 }
 
 
