@@ -9,7 +9,8 @@ dropped or counted twice.
 A batch is a dict of numpy arrays with a leading batch axis:
   log_mel [B, T, F] f32 · strong [B, T_out, C] f32 · weak [B, C] f32 · has_strong [B] bool ·
   has_weak [B] bool · frame_mask [B, T_out] bool (False on padding past a clip's end) ·
-  (evaluation only) mask [B] bool, audio_id [B] str, duration [B] f32.
+  (evaluation only) mask [B] bool, and as Python lists of length B: audio_id (str), duration
+  (seconds) and events ((onset, offset, class index) tuples: the exact annotated events).
 Strings never go to a device: `device_batch` drops them before `sharding.to_global`.
 """
 
@@ -88,7 +89,10 @@ class FixLength(grain.transforms.Map):
     if self.keep_meta:
       audio_id = ex["audio_id"]
       out["audio_id"] = audio_id.decode() if isinstance(audio_id, bytes) else str(audio_id)
-      out["duration"] = np.float32(ex["duration"])
+      out["duration"] = float(ex["duration"])
+      out["events"] = list(zip(np.asarray(ex["event_onsets"]).tolist(),
+                               np.asarray(ex["event_offsets"]).tolist(),
+                               np.asarray(ex["event_labels"]).tolist()))
     return out
 
 
@@ -215,13 +219,15 @@ def eval_batches(source, *, batch_size: int, data_cfg, feature_cfg,
       template = fix.map(source[0])
     pad = batch_size - len(examples)
     examples += [_blank(template)] * pad
-    batch = {k: np.stack([e[k] for e in examples]) for k in template}
+    batch = {k: (np.stack([e[k] for e in examples]) if k in DEVICE_KEYS
+                 else [e[k] for e in examples]) for k in template}
     batch["mask"] = np.arange(batch_size) < batch_size - pad
     yield batch
 
 
 def _blank(example: dict[str, Any]) -> dict[str, Any]:
-  return {k: ("" if isinstance(v, str) else np.zeros_like(v)) for k, v in example.items()}
+  """A padding example: zeros, an empty id, no events."""
+  return {k: (np.zeros_like(v) if k in DEVICE_KEYS else type(v)()) for k, v in example.items()}
 
 
 def device_batch(batch: dict[str, Any]) -> dict[str, np.ndarray]:

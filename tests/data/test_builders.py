@@ -79,6 +79,10 @@ def test_dcase_folder_content(plain):
   assert t1["strong"][:, 1].tolist() == [0, 0] + [1] * 10
   assert t2["strong"].sum() == 0 and t2["weak"].sum() == 0 and t2["has_strong"]
   assert t0["duration"] == pytest.approx(1.0)
+  # The exact annotated events travel with the example (t1's dog clipped at the clip end).
+  assert t0["event_onsets"].tolist() == [0.0, pytest.approx(0.4)]
+  assert t0["event_labels"].tolist() == [1, 0]
+  assert t1["event_offsets"].tolist() == [1.0] and t2["event_labels"].size == 0
   summary = meta["summary"]
   assert summary["train"]["events_clipped_at_clip_end"] == 1
   assert summary["train"]["events_per_class"] == {"cat": 1, "dog": 2}

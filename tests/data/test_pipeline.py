@@ -20,7 +20,10 @@ def example(i, frames=T, has_strong=True, has_weak=True):
   strong[: (i % 5) + 1, i % C] = 1
   return dict(log_mel=np.full((frames, F), float(i), np.float32), strong=strong,
               weak=strong.max(0), has_strong=np.bool_(has_strong), has_weak=np.bool_(has_weak),
-              audio_id=f"clip{i}.wav".encode(), duration=np.float32(frames * 0.02))
+              audio_id=f"clip{i}.wav".encode(), duration=np.float32(frames * 0.02),
+              event_onsets=np.array([0.0], np.float32),
+              event_offsets=np.array([0.08 * ((i % 5) + 1)], np.float32),
+              event_labels=np.array([i % C], np.int32))
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +153,8 @@ def test_eval_batches_cover_the_split_once_in_order_for_any_process_count(cfgs):
            for aid, m in zip(b["audio_id"], b["mask"]) if m]
     assert got == [f"clip{i}.wav" for i in range(11)]
   b = per_process[0][0]
+  assert b["events"][1] == [(0.0, pytest.approx(0.16), 1)]
+  assert b["duration"][0] == pytest.approx(0.8)
   assert set(pipeline.device_batch(b)) == set(pipeline.DEVICE_KEYS) | {"mask"}
 
 

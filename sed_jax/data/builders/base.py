@@ -124,6 +124,11 @@ class SedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "has_weak": tfds.features.Scalar(dtype=np.bool_),
             "audio_id": tfds.features.Text(),
             "duration": tfds.features.Scalar(dtype=np.float32),
+            # The annotated events themselves (after clipping to the clip), so evaluation
+            # scores against exact reference times, not the 80-ms frame targets.
+            "event_onsets": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+            "event_offsets": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+            "event_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
         }),
         metadata=tfds.core.MetadataDict(
             classes=list(cfg.classes), features=dict(cfg.features), params=dict(cfg.params),
@@ -223,16 +228,15 @@ def make_example(item: Item, features: Mapping[str, Any], classes: Sequence[str]
   t_out = log_mel.shape[0] // cfg.time_pool
   strong_events = generated if generated is not None else item.strong
   has_strong = item.labelled and strong_events is not None
-  n_clipped, counts = 0, np.zeros(len(classes), np.int64)
+  n_clipped, counts, events = 0, np.zeros(len(classes), np.int64), []
   strong = np.zeros((t_out, len(classes)), np.uint8)
   weak = np.zeros(len(classes), np.uint8)
   if has_strong:
     events, n_clipped = ann_lib.clip_events(list(strong_events), duration)
-    index = {c: i for i, c in enumerate(classes)}
-    np.add.at(counts, [index.get(e.label, 0) for e in events], 1)
     try:
       strong = feat_lib.frame_targets(events, classes, t_out, feat_lib.output_frame_seconds(cfg))
       weak = feat_lib.weak_targets(events, classes)
+      np.add.at(counts, [classes.index(e.label) for e in events], 1)
     except ValueError as e:
       raise ann_lib.AnnotationError(f"{item.audio_id}: {e}") from e
   has_weak = item.labelled and (has_strong or item.weak is not None)
@@ -241,8 +245,12 @@ def make_example(item: Item, features: Mapping[str, Any], classes: Sequence[str]
       weak = np.maximum(weak, feat_lib.weak_targets(item.weak, classes))
     except ValueError as e:
       raise ann_lib.AnnotationError(f"{item.audio_id}: {e}") from e
+  index = {c: i for i, c in enumerate(classes)}
   example = dict(log_mel=log_mel, strong=strong, weak=weak, has_strong=has_strong,
-                 has_weak=has_weak, audio_id=item.audio_id, duration=np.float32(duration))
+                 has_weak=has_weak, audio_id=item.audio_id, duration=np.float32(duration),
+                 event_onsets=np.array([e.onset for e in events], np.float32),
+                 event_offsets=np.array([e.offset for e in events], np.float32),
+                 event_labels=np.array([index[e.label] for e in events], np.int32))
   return example, dict(clipped=n_clipped, events=counts)
 
 
