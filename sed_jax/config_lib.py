@@ -28,6 +28,16 @@ def feature_config() -> ml_collections.ConfigDict:
   ))
 
 
+def optimizer_config() -> ml_collections.ConfigDict:
+  """Optimiser and schedule (see train.make_optimizer): linear warmup, cosine decay."""
+  return ml_collections.ConfigDict(dict(
+      name="adamw",          # adam | adamw | lamb | lars.
+      lr=1e-3, warmup_steps=200, final_lr_ratio=0.01, weight_decay=1e-4,
+      grad_clip=5.0,         # Global-norm clipping; 0 = off.
+      momentum=0.9,          # lars only.
+      b2=0.999))
+
+
 def parse_arg(arg: str | None, **defaults):
   """Parses `get_config` arguments such as 'arch=resnet,smoke' into a ConfigDict.
 

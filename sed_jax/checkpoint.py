@@ -1,0 +1,100 @@
+"""Checkpoints: orbax managers for the latest states (with the data iterator) and the best one.
+
+Layout in a workdir:
+  checkpoints/<step>/{state,data}   the latest `keep` train states and grain iterator states;
+  best/<step>/state                 the state with the best validation score so far;
+  config.json                       the config the run was started with.
+Saves are asynchronous (training goes on while orbax writes) and atomic (orbax writes to a
+temporary directory and renames it when complete), so a run killed at any moment restarts from
+its last complete checkpoint; with the iterator state restored too, the resumed run sees exactly
+the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from sed_jax import io_utils
+
+
+class Checkpointer:
+  """The latest-N and best-1 checkpoints of one run."""
+
+  def __init__(self, workdir: str | Path, keep: int = 2, async_save: bool = True):
+    workdir = Path(workdir).absolute()
+    self.latest = ocp.CheckpointManager(
+        workdir / "checkpoints", item_names=("state", "data"),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=True))
+    self.best = ocp.CheckpointManager(
+        workdir / "best", item_names=("state",),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda m: m["score"], best_mode="max",
+            enable_async_checkpointing=async_save, create=True))
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def save(self, step: int, state: Any, data_iterator=None, force: bool = False) -> None:
+    """Saves the train state and (if given) the data iterator's position at `step`."""
+    args = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    self.latest.save(step, args=ocp.args.Composite(**args), force=force)
+
+  def save_best(self, step: int, state: Any, score: float) -> bool:
+    """Keeps `state` as the best one if `score` beats every earlier one; True if it did."""
+    best_step = self.best.best_step()
+    if best_step is not None:
+      previous = self.best.metrics(best_step)  # type: ignore[attr-defined]
+      if previous is not None and previous["score"] >= score:
+        return False
+    self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                   metrics={"score": float(score)}, force=True)
+    return True
+
+  def best_score(self) -> float | None:
+    step = self.best.best_step()
+    if step is None:
+      return None
+    metrics = self.best.metrics(step)  # type: ignore[attr-defined]
+    return None if metrics is None else float(metrics["score"])
+
+  def restore(self, abstract_state: Any, data_iterator=None, step: int | None = None) -> Any:
+    """The latest (or `step`'s) state; restores the iterator's position in place if given."""
+    step = self.latest.latest_step() if step is None else step
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self.latest.restore(step, args=ocp.args.Composite(**args))["state"]
+
+  def restore_best(self, abstract_state: Any) -> Any:
+    step = self.best.best_step()
+    if step is None:
+      raise FileNotFoundError(f"No best checkpoint in {self.best.directory}.")
+    return self.best.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"]
+
+  def wait(self) -> None:
+    """Blocks until pending asynchronous saves are on disk."""
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.wait()
+    self.latest.close()
+    self.best.close()
+
+
+def write_config(workdir: str | Path, config) -> None:
+  """Writes config.json once per run (process 0 only), atomically."""
+  if jax.process_index() != 0:
+    return
+  with io_utils.atomic_write(Path(workdir) / "config.json") as f:
+    json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)

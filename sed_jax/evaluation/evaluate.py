@@ -1,0 +1,71 @@
+"""Model outputs over a split → SED metrics (pure numpy; the model part lives in train.py).
+
+One function turns frame probabilities plus the split's exact reference events into every number
+the project reports: segment-based F1/ER (1 s), event-based F1/ER (DCASE collars) after
+post-processing, and the threshold-free PSDS1/PSDS2 computed from the (median-filtered) scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
+
+from sed_jax.data.annotations import Event
+from sed_jax.evaluation import metrics
+from sed_jax.evaluation import postprocess
+from sed_jax.evaluation import score as score_lib
+
+# Keys a config's `eval.metric` may name (the validation score that selects the best checkpoint).
+METRICS = ("event_f1_macro", "event_f1_micro", "segment_f1_macro", "segment_f1_micro", "psds1",
+           "psds2")
+
+
+def eval_config() -> ml_collections.ConfigDict:
+  """Post-processing and validation defaults (DCASE task 4 practice)."""
+  return ml_collections.ConfigDict(dict(
+      metric="event_f1_macro",   # Selects the best checkpoint; one of METRICS.
+      threshold=0.5,
+      median_window_s=0.24,      # Median filter on frame probabilities; 0 = off.
+      psds=True,                 # PSDS1/2 cost more than the F1s; off for quick validation.
+      batch_size=32,             # Global evaluation batch size.
+  ))
+
+
+def reference_events(events: Sequence[Sequence[tuple[float, float, int]]],
+                     audio_ids: Sequence[str], classes: Sequence[str]) -> dict[str, list[Event]]:
+  """Per-file reference events from the (onset, offset, class index) tuples of eval batches."""
+  return {aid: [Event(on, off, classes[c]) for on, off, c in evs]
+          for aid, evs in zip(audio_ids, events)}
+
+
+def score_predictions(frame_probs: np.ndarray, audio_ids: Sequence[str],
+                      durations: Sequence[float], references: dict[str, list[Event]],
+                      classes: Sequence[str], frame_hop_s: float, cfg) -> dict:
+  """Every metric of one split from frame probabilities [N, T_out, C] (padding frames included).
+
+  Frames past a clip's duration are ignored (`lengths`), so padded clips are scored only over
+  their real audio.
+  """
+  lengths = np.minimum(np.ceil(np.asarray(durations) / frame_hop_s).astype(int),
+                       frame_probs.shape[1])
+  median = cfg.median_window_s or None
+  estimated = postprocess.batch_probs_to_events(
+      frame_probs, list(audio_ids), frame_hop_s, classes, threshold=cfg.threshold,
+      median_window_s=median, lengths=lengths)
+  dur = dict(zip(audio_ids, map(float, durations)))
+  result = score_lib.score(references, estimated, durations=dur, classes=list(classes))
+  out = {k: v for k, v in result.items() if k in METRICS or k in ("segment_er", "event_er")}
+  out["class_wise"] = result["class_wise"]
+  if cfg.psds:
+    # PSDS is defined over classes with ground truth (TPR needs events): score those columns.
+    labels = {e.label for evs in references.values() for e in evs}
+    keep = [i for i, c in enumerate(classes) if c in labels]
+    if keep:
+      scores = postprocess.score_series(frame_probs[..., keep], list(audio_ids), frame_hop_s,
+                                        lengths=lengths, median_window_s=median)
+      present = [classes[i] for i in keep]
+      out["psds1"] = metrics.psds1(scores, references, dur, present)
+      out["psds2"] = metrics.psds2(scores, references, dur, present)
+  return out

@@ -1,0 +1,99 @@
+"""Where training numbers go: metrics.jsonl, TensorBoard event files, a progress bar or log lines.
+
+Only process 0 writes (every process computes the same global metrics). TensorBoard files come
+from tensorboardX, which needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import tqdm
+from absl import logging
+
+
+def _plain(value: Any) -> Any:
+  """JSON-able Python scalars (NaN/inf become None, as the evaluation module does)."""
+  if hasattr(value, "item"):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+class MetricWriter:
+  """Appends {"step", "split", ...metrics} lines to <workdir>/metrics.jsonl and TensorBoard."""
+
+  def __init__(self, workdir: str | Path):
+    self.active = jax.process_index() == 0
+    self.path = Path(workdir) / "metrics.jsonl"
+    self._tb = None
+    if self.active:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+
+  def write(self, step: int, split: str, scalars: dict[str, Any]) -> None:
+    if not self.active:
+      return
+    row = {"step": int(step), "split": split}
+    row.update({k: _plain(v) for k, v in scalars.items() if not isinstance(v, dict)})
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    for k, v in row.items():
+      if k not in ("step", "split") and isinstance(v, (int, float)) and not isinstance(v, bool):
+        self._tb.add_scalar(f"{split}/{k}", v, int(step))
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str | Path, split: str | None = None) -> list[dict[str, Any]]:
+  """The rows of a run's metrics.jsonl (optionally one split's), in the order written."""
+  path = Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return [r for r in rows if split is None or r["split"] == split]
+
+
+class Progress:
+  """A tqdm bar on a terminal; otherwise a log line every `every_s` seconds (for log files)."""
+
+  def __init__(self, total: int, initial: int, examples_per_step: int, desc: str,
+               every_s: float = 30.0):
+    self.examples_per_step = examples_per_step
+    self.every_s, self.total, self.step = every_s, total, initial
+    self.active = jax.process_index() == 0
+    self.bar = None
+    if self.active and sys.stderr.isatty():
+      self.bar = tqdm.tqdm(total=total, initial=initial, desc=desc, unit="step",
+                           dynamic_ncols=True)
+    self._t0, self._s0, self._last = time.perf_counter(), initial, time.perf_counter()
+    self.desc = desc
+
+  def update(self, step: int, **postfix) -> None:
+    if not self.active:
+      return
+    now = time.perf_counter()
+    rate = (step - self._s0) * self.examples_per_step / max(now - self._t0, 1e-9)
+    if self.bar is not None:
+      self.bar.update(step - self.step)
+      self.bar.set_postfix({"ex/s": f"{rate:.0f}", **postfix}, refresh=False)
+    elif now - self._last >= self.every_s or step == self.total:
+      extra = " ".join(f"{k}={v}" for k, v in postfix.items())
+      logging.info("%s: step %d/%d, %.0f examples/s %s", self.desc, step, self.total, rate, extra)
+      self._last = now
+    self.step = step
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
