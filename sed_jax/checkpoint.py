@@ -37,6 +37,7 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, best_fn=lambda m: m["score"], best_mode="max",
             enable_async_checkpointing=async_save, create=True))
+    self._best = self._best_on_disk()
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -50,16 +51,18 @@ class Checkpointer:
 
   def save_best(self, step: int, state: Any, score: float) -> bool:
     """Keeps `state` as the best one if `score` beats every earlier one; True if it did."""
-    best_step = self.best.best_step()
-    if best_step is not None:
-      previous = self.best.metrics(best_step)  # type: ignore[attr-defined]
-      if previous is not None and previous["score"] >= score:
-        return False
+    if self._best is not None and self._best >= score:
+      return False
     self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
                    metrics={"score": float(score)}, force=True)
+    self._best = float(score)
     return True
 
   def best_score(self) -> float | None:
+    """The best validation score kept so far (from disk when the run was resumed)."""
+    return self._best
+
+  def _best_on_disk(self) -> float | None:
     step = self.best.best_step()
     if step is None:
       return None
