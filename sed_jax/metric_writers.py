@@ -7,6 +7,7 @@ from tensorboardX, which needs no TensorFlow.
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import math
 import sys
 import time
@@ -16,6 +17,26 @@ from typing import Any
 import jax
 import tqdm
 from absl import logging
+
+
+# Libraries whose INFO lines (one per checkpoint file, per shard) drown a run's own log, and the
+# lowest level still shown for each.
+_CHATTY = {"/orbax/": std_logging.WARNING, "/grain/": std_logging.WARNING,
+           "/jax/_src/": std_logging.WARNING, "/tensorflow_datasets/": std_logging.ERROR}
+
+
+class _QuietLibraries(std_logging.Filter):
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    for part, level in _CHATTY.items():
+      if part in record.pathname:
+        return record.levelno >= level
+    return True
+
+
+def quiet_library_logs() -> None:
+  """Keeps the absl log (the console) to this project's lines and the libraries' problems."""
+  logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
 def _plain(value: Any) -> Any:
@@ -57,12 +78,21 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-  """The rows of a run's metrics.jsonl (optionally one split's), in the order written."""
+  """The rows of a run's metrics.jsonl (optionally one split's), by step.
+
+  A run resumed after a kill redoes the steps since its last checkpoint and writes their rows
+  again; the last row written for a (step, split) wins.
+  """
   path = Path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
-  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-  return [r for r in rows if split is None or r["split"] == split]
+  rows = {}
+  for line in path.read_text().splitlines():
+    if line.strip():
+      row = json.loads(line)
+      rows[(row["step"], row["split"])] = row
+  return sorted((r for r in rows.values() if split is None or r["split"] == split),
+                key=lambda r: r["step"])
 
 
 class Progress:

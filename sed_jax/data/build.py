@@ -14,9 +14,9 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from sed_jax import config_lib
+from sed_jax import metric_writers
 from sed_jax.data import builders
 
 _DATASET = flags.DEFINE_string("dataset", "synth_sed", f"One of {sorted(builders.DATASETS)}.")
@@ -57,7 +57,7 @@ def format_summary(builder) -> str:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # TFDS's per-shard INFO lines drown the progress bars.
+  metric_writers.quiet_library_logs()
   data_cfg = config_lib.dataset_config(_DATASET.value, smoke=_SMOKE.value)
   data_cfg.update(dict(root=_ROOT.value, data_dir=_DATA_DIR.value, on_error=_ON_ERROR.value,
                        classes=_CLASSES.value, num_workers=_WORKERS.value))

@@ -34,6 +34,8 @@ from sed_jax.data import annotations as ann_lib
 from sed_jax.data import audio as audio_lib
 from sed_jax.data import features as feat_lib
 
+# Bump on any change to what an example holds or how it is computed: the version is part of every
+# dataset name, so a changed builder never reads a dataset written by the old one.
 VERSION = "1.0.0"
 ON_ERROR = ("raise", "skip")
 

@@ -1,0 +1,288 @@
+"""The one training loop: every teacher and every student is trained by `train_and_evaluate`.
+
+Structure (the Flax-examples shape):
+- `TrainState`: everything that changes during training, one pytree (params, batch_stats,
+  optimiser state, step, rng), checkpointed as a whole;
+- `train_step(state, batch, ...)`: a pure, module-level function compiled once with `jax.jit`,
+  replicated state, batch sharded over the `data` mesh axis and the old state donated;
+- `eval_step`: frame and clip probabilities of a batch;
+- `train_and_evaluate(config, workdir)`: the loop — data, resume, steps, periodic validation that
+  keeps the best checkpoint, periodic checkpoints, logs, and a final test evaluation.
+
+The distillation loss is one more term of the same step (`losses.total_loss`), fed by teacher
+logits that the input pipeline reads from the teacher cache; nothing here depends on it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.experimental import multihost_utils
+
+from sed_jax import checkpoint as ckpt_lib
+from sed_jax import io_utils
+from sed_jax import losses
+from sed_jax import metric_writers
+from sed_jax import sharding
+from sed_jax.data import builders
+from sed_jax.data import features as feat_lib
+from sed_jax.data import pipeline
+from sed_jax.evaluation import evaluate as eval_lib
+from sed_jax.models import crnn
+
+OPTIMIZERS = ("adam", "adamw", "lamb", "lars")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN/inf loss or gradient; the message names the step."""
+
+
+def make_schedule(cfg, total_steps: int) -> optax.Schedule:
+  """Linear warmup to `lr`, then cosine decay to `lr * final_lr_ratio` at `total_steps`."""
+  warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=cfg.lr, warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1), end_value=cfg.lr * cfg.final_lr_ratio)
+
+
+def make_optimizer(cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optax optimiser named by `cfg.name`, with global-norm clipping and the schedule."""
+  schedule = make_schedule(cfg, total_steps)
+  if cfg.name == "adam":
+    tx = optax.adam(schedule, b2=cfg.b2)
+  elif cfg.name == "adamw":
+    tx = optax.adamw(schedule, b2=cfg.b2, weight_decay=cfg.weight_decay)
+  elif cfg.name == "lamb":
+    tx = optax.lamb(schedule, b2=cfg.b2, weight_decay=cfg.weight_decay)
+  elif cfg.name == "lars":
+    tx = optax.lars(schedule, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+  else:
+    raise ValueError(f"Config key optim.name={cfg.name!r} is not one of {OPTIMIZERS}.")
+  if cfg.grad_clip and cfg.grad_clip > 0:
+    tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+  return tx, schedule
+
+
+def model_from_config(config, num_classes: int):
+  """The Flax module of `config.model` (architecture, widths, compute dtype).
+
+  The model pools time by `config.features.time_pool`, the rate the dataset's targets have.
+  """
+  m = config.model
+  dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+  if m.dtype not in dtypes:
+    raise ValueError(f"Config key model.dtype={m.dtype!r} is not one of {sorted(dtypes)}.")
+  overrides = dict(m.overrides) if m.get("overrides") else {}
+  overrides.setdefault("time_pool", config.features.time_pool)
+  return crnn.make_model(m.arch, num_classes, dtype=dtypes[m.dtype], **overrides)
+
+
+def init_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...]) -> TrainState:
+  """A fresh TrainState (pure: call it under jit or eval_shape)."""
+  init_rng, state_rng = jax.random.split(rng)
+  variables = model.init({"params": init_rng, "dropout": init_rng},
+                         jnp.zeros(input_shape, jnp.float32), train=False)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                    rng=state_rng)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx,
+               loss_cfg) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimiser step on a global batch. A non-finite loss or gradient leaves `state` as it
+  was (so the last good state survives) and reports `finite = False` for the host to stop on."""
+  rng, dropout_rng = jax.random.split(state.rng)
+
+  def loss_fn(params):
+    (frame_logits, clip_logits), updates = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, batch["log_mel"], train=True,
+        frame_mask=batch["frame_mask"], mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+    loss, aux = losses.total_loss(frame_logits, clip_logits, batch, loss_cfg)
+    return loss, (aux, updates)
+
+  (loss, (aux, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  deltas, opt_state = tx.update(grads, state.opt_state, state.params)
+  new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, deltas),
+                      batch_stats=updates["batch_stats"], opt_state=opt_state, rng=rng)
+  new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+  return new, dict(loss=loss, grad_norm=grad_norm, finite=finite, **aux)
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model) -> dict[str, jax.Array]:
+  """Frame [B, T_out, C] and clip [B, C] probabilities (float32) in inference mode."""
+  frame_logits, clip_logits = model.apply(
+      {"params": state.params, "batch_stats": state.batch_stats}, batch["log_mel"], train=False,
+      frame_mask=batch["frame_mask"])
+  return dict(frame_probs=jax.nn.sigmoid(frame_logits.astype(jnp.float32)),
+              clip_probs=jax.nn.sigmoid(clip_logits.astype(jnp.float32)))
+
+
+def predict(eval_fn, state, source, *, config, mesh) -> dict[str, Any]:
+  """Runs `eval_fn` over a whole split; returns probabilities and metadata of real examples,
+  in dataset order, on every process."""
+  local_bs = config.eval.batch_size // jax.process_count()
+  outs, meta = [], {"audio_id": [], "duration": [], "events": []}
+  for batch in pipeline.eval_batches(source, batch_size=local_bs, data_cfg=config.dataset,
+                                     feature_cfg=config.features):
+    probs = eval_fn(state, sharding.to_global(pipeline.device_batch(batch), mesh))
+    outs.append({k: _gather(v) for k, v in probs.items()} | {"mask": _gather(batch["mask"])})
+    for k in meta:
+      meta[k].extend(_gather_list(batch[k], batch["mask"]))
+  keep = np.concatenate([o["mask"] for o in outs])
+  return dict(frame_probs=np.concatenate([o["frame_probs"] for o in outs])[keep],
+              clip_probs=np.concatenate([o["clip_probs"] for o in outs])[keep], **meta)
+
+
+def _gather(x) -> np.ndarray:
+  """A global array, or per-process arrays concatenated in process order, on every process."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def _gather_list(values: list, mask: np.ndarray) -> list:
+  """Python metadata of the real examples of every process, in process order."""
+  mine = [v for v, m in zip(values, mask) if m]
+  if jax.process_count() == 1:
+    return mine
+  blob = json.dumps(mine).encode()
+  sizes = multihost_utils.process_allgather(np.array([len(blob)]))
+  buf = np.zeros(int(sizes.max()), np.uint8)
+  buf[:len(blob)] = np.frombuffer(blob, np.uint8)
+  bufs = multihost_utils.process_allgather(buf)
+  return [item for b, n in zip(bufs, sizes.reshape(-1))
+          for item in json.loads(bytes(b[:n]).decode())]
+
+
+def evaluate(eval_fn, state, source, classes, *, config, mesh) -> dict[str, Any]:
+  """Every SED metric of one split (see `evaluation.evaluate.score_predictions`)."""
+  pred = predict(eval_fn, state, source, config=config, mesh=mesh)
+  refs = eval_lib.reference_events(pred["events"], pred["audio_id"], classes)
+  return eval_lib.score_predictions(
+      pred["frame_probs"], pred["audio_id"], pred["duration"], refs, classes,
+      feat_lib.output_frame_seconds(config.features), config.eval)
+
+
+def _check_finite(history: list[dict[str, Any]], first_step: int) -> None:
+  for i, m in enumerate(history):
+    if not bool(m["finite"]):
+      raise NonFiniteLossError(
+          f"Non-finite loss or gradient at step {first_step + i + 1} (loss={float(m['loss'])}, "
+          f"grad_norm={float(m['grad_norm'])}); training stopped and the last good checkpoint "
+          "was kept. Lower optim.lr, raise optim.warmup_steps or check the data for NaN/inf.")
+
+
+def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
+  keys = [k for k in history[0] if k != "finite"]
+  return {k: float(np.mean([float(m[k]) for m in history])) for k in keys}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+  """Trains `config.model` on `config.dataset` in `workdir`, resuming from it if possible.
+
+  Returns the final test-split metrics of the best validation checkpoint (also written to
+  `<workdir>/test_metrics.json`). A finished run (final checkpoint at `total_steps` and its
+  test metrics on disk) is not redone.
+  """
+  workdir = Path(workdir)
+  done = workdir / "test_metrics.json"
+  if done.exists():
+    logging.info("%s is complete; nothing to do.", workdir)
+    return json.loads(done.read_text())
+  mesh = sharding.make_mesh()
+  local_bs = sharding.check_batch_size(config.batch_size, mesh)
+  workdir.mkdir(parents=True, exist_ok=True)
+  ckpt_lib.write_config(workdir, config)
+
+  train_src = pipeline.data_source(config.dataset, config.features, "train", prepare=True)
+  builder = builders.make_builder(config.dataset, config.features)
+  classes = list(builder.info.metadata["classes"])
+  model = model_from_config(config, len(classes))
+  tx, schedule = make_optimizer(config.optim, config.total_steps)
+  frames = pipeline.clip_frames(config.dataset, config.features)
+  input_shape = (1, frames, config.features.n_mels)
+
+  repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
+  state = jax.jit(functools.partial(init_state, model, tx, input_shape=input_shape),
+                  out_shardings=repl)(jax.random.key(config.seed))
+  loader = pipeline.train_loader(
+      train_src, batch_size=local_bs, seed=config.seed, data_cfg=config.dataset,
+      feature_cfg=config.features, augment=config.augment,
+      worker_count=config.get("loader_workers", 0))
+  data_iter = iter(loader)
+  ckpt = ckpt_lib.Checkpointer(workdir, keep=config.get("keep_checkpoints", 2))
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                                     sharding=x.sharding), state),
+                         data_iter)
+    logging.info("Resumed %s from step %d.", workdir, int(state.step))
+
+  p_train = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_cfg=config.loss),
+                    in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=(0,))
+  p_eval = jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
+                   out_shardings=data)
+  val_src = pipeline.data_source(config.dataset, config.features, "validation")
+  writer = metric_writers.MetricWriter(workdir)
+  step = int(state.step)
+  progress = metric_writers.Progress(config.total_steps, step, config.batch_size,
+                                     desc=workdir.name)
+  history: list[dict[str, Any]] = []
+  try:
+    while step < config.total_steps:
+      batch = sharding.to_global(next(data_iter), mesh)
+      state, metrics = p_train(state, batch)
+      history.append(metrics)
+      step += 1
+      last = step == config.total_steps
+      if step % config.log_every == 0 or last:
+        history = jax.device_get(history)
+        _check_finite(history, step - len(history))
+        scalars = _mean_metrics(history) | {"lr": float(schedule(step - 1))}
+        writer.write(step, "train", scalars)
+        progress.update(step, loss=f"{scalars['loss']:.4f}")
+        history = []
+      if step % config.eval_every == 0 or last:
+        val = evaluate(p_eval, state, val_src, classes, config=config, mesh=mesh)
+        writer.write(step, "validation", val)
+        score = val.get(config.eval.metric)
+        if score is not None and ckpt.save_best(step, state, score):
+          logging.info("step %d: best %s so far: %.4f", step, config.eval.metric, score)
+      if step % config.checkpoint_every == 0 or last:
+        ckpt.save(step, state, data_iter)
+  finally:
+    progress.close()
+    ckpt.wait()
+
+  best = ckpt.restore_best(jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+  test_src = pipeline.data_source(config.dataset, config.features, "test")
+  test = evaluate(p_eval, best, test_src, classes, config=config, mesh=mesh)
+  writer.write(step, "test", test)
+  writer.close()
+  ckpt.close()
+  if jax.process_index() == 0:
+    with io_utils.atomic_write(done) as f:
+      json.dump(test, f, indent=2)
+  return test

@@ -1,0 +1,144 @@
+"""The training loop end to end on tiny data: outputs, resume after SIGKILL, NaN stop."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from sed_jax import checkpoint
+from sed_jax import config_lib
+from sed_jax import train
+from sed_jax.data import pipeline
+
+CONFIG = "configs/teacher.py"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir):
+  """configs/teacher.py smoke with a tiny model and 2-s clips (what the tests can afford)."""
+  sys.path.insert(0, ROOT)
+  from configs import teacher  # pylint: disable=g-import-not-at-top
+  c = teacher.get_config("arch=student,smoke")
+  c.dataset.data_dir = str(data_dir)
+  c.dataset.num_workers = 1
+  c.dataset.clip_seconds = 2.0
+  c.dataset.synth.update(dict(clip_seconds=2.0, train=16, validation=8, test=8, unlabeled=0))
+  c.model.overrides = dict(widths=[8, 8, 8], stem_width=8, gru_features=8)
+  c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 2, 3, 2
+  c.batch_size = c.eval.batch_size = 4
+  c.eval.psds = False
+  return c
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="module")
+def finished(data_dir, tmp_path_factory):
+  """One uninterrupted run: (config, workdir, test metrics)."""
+  config = tiny_config(data_dir)
+  workdir = tmp_path_factory.mktemp("run")
+  return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def final_params(config, workdir):
+  ckpt = checkpoint.Checkpointer(workdir)
+  state = ckpt.restore(None)
+  ckpt.close()
+  return state["params"]
+
+
+def test_a_run_writes_metrics_checkpoints_and_test_results(finished):
+  config, workdir, test = finished
+  assert {"event_f1_macro", "segment_f1_macro", "segment_er", "class_wise"} <= set(test)
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4, 6]
+  assert [r["step"] for r in rows if r["split"] == "validation"] == [3, 6]
+  assert all(np.isfinite(r["loss"]) for r in rows if r["split"] == "train")
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "6"]
+  assert os.listdir(workdir / "best") and list((workdir / "tensorboard").iterdir())
+  assert json.loads((workdir / "config.json").read_text())["model"]["arch"] == "student"
+  assert json.loads((workdir / "test_metrics.json").read_text())["event_f1_macro"] == \
+      test["event_f1_macro"]
+
+
+def test_a_finished_run_is_not_redone(finished):
+  config, workdir, test = finished
+  before = (workdir / "metrics.jsonl").read_text()
+  assert train.train_and_evaluate(config, workdir) == json.loads(json.dumps(test))
+  assert (workdir / "metrics.jsonl").read_text() == before
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_parameters(finished, tmp_path):
+  config, reference_dir, _ = finished
+  workdir = tmp_path / "killed"
+  # Kill the process (SIGKILL: no cleanup) while it fetches the batch of step 4, after the
+  # checkpoint of step 2 is on disk.
+  script = textwrap.dedent(f"""
+      import os, signal, sys, time
+      sys.path.insert(0, {ROOT!r})
+      from sed_jax import sharding, train
+      from tests import test_train
+      real, calls = sharding.to_global, []
+      def dying(batch, mesh):
+        calls.append(1)
+        if len(calls) == 4:
+          time.sleep(1.0)  # Let the asynchronous checkpoint of step 2 finish.
+          os.kill(os.getpid(), signal.SIGKILL)
+        return real(batch, mesh)
+      sharding.to_global = dying
+      train.train_and_evaluate(test_train.tiny_config({str(config.dataset.data_dir)!r}),
+                               {str(workdir)!r})
+  """)
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                        cwd=ROOT)
+  assert proc.returncode == -9, proc.stderr[-3000:]
+  assert (workdir / "checkpoints" / "2").is_dir()
+  assert not (workdir / "test_metrics.json").exists()
+  train.train_and_evaluate(tiny_config(config.dataset.data_dir), workdir)
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4, 6]  # Steps 3-4 redone.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6),
+               final_params(config, workdir), final_params(config, reference_dir))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    data_dir, tmp_path, monkeypatch):
+  config = tiny_config(data_dir)
+  real, calls = pipeline.FixLength.map, []
+
+  def poisoned(self, ex):
+    out = real(self, ex)
+    calls.append(1)
+    if len(calls) > 2 * config.batch_size:  # From the 3rd training batch on.
+      out["log_mel"] = np.full_like(out["log_mel"], np.nan)
+    return out
+
+  monkeypatch.setattr(pipeline.FixLength, "map", poisoned)
+  with pytest.raises(train.NonFiniteLossError, match="step 3"):
+    train.train_and_evaluate(config, tmp_path)
+  params = final_params(config, tmp_path)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+  assert not (tmp_path / "test_metrics.json").exists()
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "lamb", "lars"])
+def test_optimizers_and_schedule(name):
+  cfg = config_lib.optimizer_config()
+  cfg.update(dict(name=name, lr=0.1, warmup_steps=10, final_lr_ratio=0.1))
+  tx, schedule = train.make_optimizer(cfg, 100)
+  assert float(schedule(0)) == 0.0 and float(schedule(10)) == pytest.approx(0.1)
+  assert float(schedule(100)) == pytest.approx(0.01)
+  params = {"w": np.ones(3, np.float32)}
+  updates, _ = tx.update({"w": np.ones(3, np.float32)}, tx.init(params), params)
+  assert np.isfinite(updates["w"]).all()
+  cfg.name = "sgdx"
+  with pytest.raises(ValueError, match="optim.name"):
+    train.make_optimizer(cfg, 100)
