@@ -1,0 +1,138 @@
+"""GRU against a step-by-step numpy reference, the scan's structure, and the pooling helpers."""
+
+from __future__ import annotations
+
+import jax
+from jax.extend import core as jex_core
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sed_jax.models import layers
+
+B, T, D, H = 2, 7, 3, 5
+
+
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def reference_gru(x, w_ih, w_hh, b_ih, b_hh, reverse=False):
+  """Plain per-step GRU in PyTorch's layout: w_ih [3H, D], w_hh [3H, H], gates r, z, n."""
+  h = np.zeros((x.shape[0], w_hh.shape[1]))
+  out = np.zeros((x.shape[0], x.shape[1], w_hh.shape[1]))
+  steps = range(x.shape[1])
+  for t in (reversed(steps) if reverse else steps):
+    gi = x[:, t] @ w_ih.T + b_ih
+    gh = h @ w_hh.T + b_hh
+    i_r, i_z, i_n = np.split(gi, 3, axis=-1)
+    h_r, h_z, h_n = np.split(gh, 3, axis=-1)
+    r = _sigmoid(i_r + h_r)
+    z = _sigmoid(i_z + h_z)
+    n = np.tanh(i_n + r * h_n)
+    h = (1.0 - z) * n + z * h
+    out[:, t] = h
+  return out
+
+
+def _random_torch_style_params(rng):
+  """Random weights and (non-zero) biases in PyTorch's layout, float64."""
+  s = 1.0 / np.sqrt(H)
+  return dict(w_ih=rng.uniform(-s, s, (3 * H, D)), w_hh=rng.uniform(-s, s, (3 * H, H)),
+              b_ih=rng.uniform(-s, s, 3 * H), b_hh=rng.uniform(-s, s, 3 * H))
+
+
+def _as_flax(p):
+  """PyTorch layout -> our GRU's parameters (kernels transposed, same gate order)."""
+  return {"input_kernel": jnp.asarray(p["w_ih"].T, jnp.float32),
+          "hidden_kernel": jnp.asarray(p["w_hh"].T, jnp.float32),
+          "input_bias": jnp.asarray(p["b_ih"], jnp.float32),
+          "hidden_bias": jnp.asarray(p["b_hh"], jnp.float32)}
+
+
+def test_bigru_matches_step_by_step_reference():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(B, T, D)).astype(np.float32)
+  fwd, bwd = _random_torch_style_params(rng), _random_torch_style_params(rng)
+  model = layers.BiGRU(H)
+  variables = model.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, variables["params"]["forward"]) == jax.tree.map(
+      jnp.shape, _as_flax(fwd))
+  params = {"forward": _as_flax(fwd), "backward": _as_flax(bwd)}
+  got = np.asarray(model.apply({"params": params}, x))
+  want = np.concatenate([reference_gru(x, **fwd), reference_gru(x, **bwd, reverse=True)], -1)
+  assert got.shape == (B, T, 2 * H)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_frames_do_not_feed_the_state():
+  """Padding past the end (mask False) must leave both directions as on the unpadded clip: the
+  reverse direction starts at the last real frame."""
+  rng = np.random.default_rng(1)
+  valid = 4
+  x = rng.normal(size=(1, T, D)).astype(np.float32)
+  p = _random_torch_style_params(rng)
+  params = {"forward": _as_flax(p), "backward": _as_flax(p)}
+  mask = np.arange(T)[None] < valid
+  got = np.asarray(layers.BiGRU(H).apply({"params": params}, x, mask))[:, :valid]
+  want = np.concatenate([reference_gru(x[:, :valid], **p),
+                         reference_gru(x[:, :valid], **p, reverse=True)], -1)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _scan_eqns(jaxpr):
+  """Every scan in `jaxpr` and its sub-jaxprs (flax may wrap the call in pjit)."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "scan":
+      yield eqn
+    for sub in jex_core.jaxprs_in_params(eqn.params):
+      yield from _scan_eqns(sub)
+
+
+def _dots(jaxpr):
+  """Operand shapes of every matmul in `jaxpr` and its sub-jaxprs."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      found.append(frozenset(v.aval.shape for v in eqn.invars))
+    for sub in jex_core.jaxprs_in_params(eqn.params):
+      found += _dots(sub)
+  return found
+
+
+def test_input_projection_is_outside_the_scan():
+  """The scan body holds only the recurrent matmul [B, H] x [H, 3H]; the input projection of
+  all frames at once ([B, T, D] x [D, 3H]) happens before it."""
+  model = layers.GRU(H)
+  x = jnp.zeros((B, T, D))
+  variables = model.init(jax.random.key(0), x)
+  jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, x).jaxpr
+  (scan,) = list(_scan_eqns(jaxpr))
+  body = scan.params["jaxpr"].jaxpr
+  assert scan.params["length"] == T
+  assert _dots(body) == [frozenset({(B, H), (H, 3 * H)})]
+  assert frozenset({(B, T, D), (D, 3 * H)}) in _dots(jaxpr)
+
+
+def test_recurrent_kernel_is_orthogonal_per_gate():
+  w = layers.stacked_orthogonal(3)(jax.random.key(0), (H, 3 * H))
+  for g in np.split(np.asarray(w), 3, axis=1):
+    np.testing.assert_allclose(g.T @ g, np.eye(H), atol=1e-5)
+
+
+@pytest.mark.parametrize("time_pool,stages,want", [
+    (4, 7, [2, 2, 1, 1, 1, 1, 1]), (1, 3, [1, 1, 1]), (8, 2, [2, 4]), (6, 4, [2, 3, 1, 1]),
+    (4, 1, [4])])
+def test_time_pool_factors(time_pool, stages, want):
+  assert layers.time_pool_factors(time_pool, stages) == want
+
+
+def test_time_pool_factors_rejects_bad_values():
+  with pytest.raises(ValueError, match="time_pool"):
+    layers.time_pool_factors(0, 3)
+
+
+def test_pool_stage_halves_frequency_until_one_bin_and_floors_time():
+  x = jnp.zeros((1, 18, 3, 2))
+  assert layers.pool_stage(x, 4).shape == (1, 4, 1, 2)
+  assert layers.pool_stage(jnp.zeros((1, 18, 1, 2)), 2, "avg").shape == (1, 9, 1, 2)
