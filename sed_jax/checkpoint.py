@@ -1,7 +1,8 @@
 """Checkpoints: orbax managers for the latest states (with the data iterator) and the best one.
 
 Layout in a workdir:
-  checkpoints/<step>/{state,data}   the latest `keep` train states and grain iterator states;
+  checkpoints/<step>/{state,data,config}   the latest `keep` train states, grain iterator states
+                                    and the config each was trained with (JSON);
   best/<step>/state                 the state with the best validation score so far;
   config.json                       the config the run was started with.
 Saves are asynchronous (training goes on while orbax writes) and atomic (orbax writes to a
@@ -29,7 +30,7 @@ class Checkpointer:
   def __init__(self, workdir: str | Path, keep: int = 2, async_save: bool = True):
     workdir = Path(workdir).absolute()
     self.latest = ocp.CheckpointManager(
-        workdir / "checkpoints", item_names=("state", "data"),
+        workdir / "checkpoints", item_names=("state", "data", "config"),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save, create=True))
     self.best = ocp.CheckpointManager(
@@ -42,11 +43,14 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
-  def save(self, step: int, state: Any, data_iterator=None, force: bool = False) -> None:
-    """Saves the train state and (if given) the data iterator's position at `step`."""
+  def save(self, step: int, state: Any, data_iterator=None, config=None,
+           force: bool = False) -> None:
+    """Saves the train state and (if given) the data iterator's position and the config."""
     args = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    if config is not None:
+      args["config"] = ocp.args.JsonSave(config_json(config))
     self.latest.save(step, args=ocp.args.Composite(**args), force=force)
 
   def save_best(self, step: int, state: Any, score: float) -> bool:
@@ -95,9 +99,23 @@ class Checkpointer:
     self.best.close()
 
 
+def config_json(config) -> dict[str, Any]:
+  """A ConfigDict as plain JSON data."""
+  return json.loads(config.to_json_best_effort())
+
+
+def read_checkpoint_config(workdir: str | Path, step: int | None = None) -> dict[str, Any]:
+  """The config saved with a checkpoint (the latest by default)."""
+  manager = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints",
+                                  item_names=("state", "data", "config"),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step() if step is None else step
+  return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+
 def write_config(workdir: str | Path, config) -> None:
   """Writes config.json once per run (process 0 only), atomically."""
   if jax.process_index() != 0:
     return
   with io_utils.atomic_write(Path(workdir) / "config.json") as f:
-    json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
+    json.dump(config_json(config), f, indent=2, sort_keys=True)

@@ -6,6 +6,10 @@ front-end, the dataset block) live here so that one default is written once.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
+
 import ml_collections
 
 
@@ -97,3 +101,45 @@ def dataset_config(name: str = "synth_sed", smoke: bool = False) -> ml_collectio
           sources=dict(train="", validation="", test="", unlabeled=""),  # Comma-separated dirs.
           clips=mixed),
   ))
+
+
+def default_workdir(config_arg: str) -> str:
+  """`runs/<config file stem>[_<arg values>]`, e.g. configs/teacher.py:arch=resnet,smoke →
+  runs/teacher_resnet_smoke: one workdir per experiment variant, stable across re-runs."""
+  path, _, arg = config_arg.partition(":")
+  parts = [os.path.splitext(os.path.basename(path))[0]]
+  parts += [p.split("=", 1)[-1] for p in arg.split(",") if p.strip()]
+  return os.path.join("runs", "_".join(re.sub(r"[^\w.-]+", "-", p) for p in parts))
+
+
+def unknown_override(config: ml_collections.ConfigDict, argv: list[str]) -> str | None:
+  """Explains the first `--config.<key>=...` of `argv` that names no field of `config`.
+
+  ml_collections reports it as a bare AttributeError; this names the key and lists the valid
+  keys where it went wrong, which is what a person fixing the command needs.
+  """
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    key = arg[len("--config."):].split("=", 1)[0]
+    node, walked = config, []
+    for part in key.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        where = ".".join(walked) or "the top level"
+        valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        return (f"Unknown config key {key!r}: {where} has no field {part!r}. "
+                f"Valid keys there: {', '.join(valid)}.")
+      node = node[part]
+      walked.append(part)
+  return None
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file given as 'path/to/file.py[:arg]' (as --config takes)."""
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_sed_jax_config", path)
+  if module_spec is None or not os.path.isfile(path):
+    raise FileNotFoundError(f"Config file {path} not found.")
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)

@@ -1,27 +1,45 @@
 r"""Entry point: flags only.
 
-  python -m sed_jax.main --config=configs/student.py --workdir=runs/student
+  python -m sed_jax.main --config=configs/student.py
   python -m sed_jax.main --config=configs/teacher.py:arch=resnet --workdir=runs/resnet
   python -m sed_jax.main --config=configs/teacher.py:arch=resnet,smoke --config.seed=1
 
-Re-running the same command resumes from the workdir; a finished run is not redone.
+Without --workdir, runs/<config name>_<arguments> is used (and printed). Re-running the same
+command resumes from the workdir; a finished run is not redone.
 """
 
 from __future__ import annotations
+
+import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from sed_jax import config_lib
 from sed_jax import metric_writers
 from sed_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and reports go "
-                               "(default: runs/<job>).")
+                               "(default: runs/<config name>_<arguments>).")
 
 JOBS = {"train": train.train_and_evaluate}
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a readable error for an unknown --config.<key> override."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError, flags.IllegalFlagValueError) as e:
+    config = flags.FLAGS["config"]
+    if not config.present and not any(a.startswith("--config=") for a in argv):
+      raise
+    spec = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
+    base = config_lib.load_config(spec)
+    sys.exit(config_lib.unknown_override(base, argv) or f"Bad --config override: {e}")
+
 
 def main(argv):
   del argv
@@ -29,9 +47,12 @@ def main(argv):
   config = _CONFIG.value
   if config.job not in JOBS:
     raise app.UsageError(f"Config key job={config.job!r} is not one of {sorted(JOBS)}.")
-  JOBS[config.job](config, _WORKDIR.value or f"runs/{config.job}")
+  workdir = _WORKDIR.value or config_lib.default_workdir(
+      config_flags.get_config_filename(flags.FLAGS["config"]))
+  print(f"workdir: {workdir}", flush=True)
+  JOBS[config.job](config, workdir)
 
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -270,7 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if score is not None and ckpt.save_best(step, state, score):
           logging.info("step %d: best %s so far: %.4f", step, config.eval.metric, score)
       if step % config.checkpoint_every == 0 or last:
-        ckpt.save(step, state, data_iter)
+        ckpt.save(step, state, data_iter, config)
   finally:
     progress.close()
     ckpt.wait()

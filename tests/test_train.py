@@ -65,6 +65,7 @@ def test_a_run_writes_metrics_checkpoints_and_test_results(finished):
   assert sorted(os.listdir(workdir / "checkpoints")) == ["4", "6"]
   assert os.listdir(workdir / "best") and list((workdir / "tensorboard").iterdir())
   assert json.loads((workdir / "config.json").read_text())["model"]["arch"] == "student"
+  assert checkpoint.read_checkpoint_config(workdir)["total_steps"] == config.total_steps
   assert json.loads((workdir / "test_metrics.json").read_text())["event_f1_macro"] == \
       test["event_f1_macro"]
 

@@ -1,0 +1,57 @@
+"""The entry point: config loading, overrides, unknown keys, default workdir."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sed_jax import config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(*args):
+  return subprocess.run([sys.executable, "-m", "sed_jax.main", *args], capture_output=True,
+                        text=True, cwd=ROOT, timeout=120)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.optim.lrr=3", "Unknown config key 'optim.lrr': optim has no field 'lrr'. "
+                             "Valid keys there: b2, final_lr_ratio, grad_clip, lr,"),
+    ("--config.optimx.lr=3", "the top level has no field 'optimx'. Valid keys there: augment,"),
+])
+def test_unknown_override_names_the_key_and_the_valid_ones(override, message):
+  proc = run_main("--config=configs/teacher.py:arch=student,smoke", override)
+  assert proc.returncode != 0 and message in proc.stderr
+
+
+def test_unknown_config_argument_and_wrong_type():
+  proc = run_main("--config=configs/teacher.py:arch=student,smokey")
+  assert proc.returncode != 0 and "Unknown config argument 'smokey'" in proc.stderr
+  assert "known: ['arch', 'dataset', 'smoke']" in proc.stderr
+  proc = run_main("--config=configs/teacher.py:arch=student,smoke", "--config.batch_size=abc")
+  assert proc.returncode != 0 and "batch_size" in proc.stderr
+
+
+def test_config_files_have_the_design_keys_and_a_smoke_variant():
+  for spec in ("configs/teacher.py:arch=resnet", "configs/teacher.py:arch=resnet,smoke"):
+    c = config_lib.load_config(os.path.join(ROOT, spec))
+    for key in ("dataset", "seed", "batch_size", "total_steps", "eval_every",
+                "checkpoint_every"):
+      assert key in c, (spec, key)
+  smoke = config_lib.load_config(os.path.join(ROOT, "configs/teacher.py:arch=resnet,smoke"))
+  assert smoke.total_steps < 50 and smoke.dataset.synth.train < 100
+
+
+def test_default_workdir_is_named_after_the_config():
+  assert config_lib.default_workdir("configs/teacher.py:arch=resnet,smoke") == \
+      os.path.join("runs", "teacher_resnet_smoke")
+  assert config_lib.default_workdir("configs/student.py") == os.path.join("runs", "student")
+
+
+def test_parse_arg_casts_and_rejects():
+  out = config_lib.parse_arg("n=3,flag,name=x", n=1, flag=False, name="a")
+  assert (out.n, out.flag, out.name) == (3, True, "x")
+  with pytest.raises(ValueError, match="true/false"):
+    config_lib.parse_arg("flag=maybe", flag=False)
