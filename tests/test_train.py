@@ -1,5 +1,6 @@
 """The training loop end to end on tiny data: outputs, resume after SIGKILL, NaN stop."""
 
+import functools
 import json
 import os
 import subprocess
@@ -143,3 +144,84 @@ def test_optimizers_and_schedule(name):
   cfg.name = "sgdx"
   with pytest.raises(ValueError, match="optim.name"):
     train.make_optimizer(cfg, 100)
+
+
+def random_batch(config, b=4, seed=0):
+  rng = np.random.default_rng(seed)
+  frames = pipeline.clip_frames(config.dataset, config.features)
+  t_out, c = frames // config.features.time_pool, 10
+  strong = (rng.random((b, t_out, c)) < 0.2).astype(np.float32)
+  # Learnable: class k is loud in mel bands 6k..6k+5 of the frames where it is active.
+  loud = np.repeat(np.repeat(strong, config.features.time_pool, 1), 6, 2)
+  mel = rng.standard_normal((b, frames, config.features.n_mels)).astype(np.float32)
+  mel[:, :, :6 * c] += 3.0 * loud
+  return dict(log_mel=mel,
+              strong=strong, weak=strong.max(1), has_strong=np.array([True, True, False, True]),
+              has_weak=np.ones(b, bool), frame_mask=np.ones((b, t_out), bool))
+
+
+def make_step(config):
+  model = train.model_from_config(config, 10)
+  tx, _ = train.make_optimizer(config.optim, config.total_steps)
+  frames = pipeline.clip_frames(config.dataset, config.features)
+  state = train.init_state(model, tx, jax.random.key(0), (1, frames, config.features.n_mels))
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, loss_cfg=config.loss))
+  return state, step
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_real_step_fits_a_batch(data_dir, dtype):
+  config = tiny_config(data_dir)
+  config.model.dtype = dtype
+  config.optim.update(dict(warmup_steps=0, lr=3e-2))
+  config.total_steps = 200
+  state, step = make_step(config)
+  batch = random_batch(config)
+  losses = []
+  for _ in range(40):
+    state, m = step(state, batch)
+    losses.append(float(m["loss"]))
+  assert np.isfinite(losses).all() and losses[-1] < 0.85 * losses[0], losses
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(state.params))
+  assert int(state.step) == 40
+
+
+def test_8_devices_give_the_1_device_step(data_dir):
+  """Same global batch on a 1-device and an 8-device `data` mesh: same loss and parameters."""
+  script = textwrap.dedent(f"""
+      import functools, sys
+      import jax, numpy as np
+      sys.path.insert(0, {ROOT!r})
+      from sed_jax import sharding, train
+      from tests import test_train
+      config = test_train.tiny_config({str(data_dir)!r})
+      config.batch_size = 8
+      results = []
+      for devices in (jax.devices()[:1], jax.devices()):
+        mesh = sharding.make_mesh(devices)
+        repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
+        state, _ = test_train.make_step(config)
+        model = train.model_from_config(config, 10)
+        tx, _ = train.make_optimizer(config.optim, config.total_steps)
+        step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
+                                         loss_cfg=config.loss),
+                       in_shardings=(repl, data), out_shardings=(repl, repl))
+        state = jax.device_put(state, repl)
+        batch = test_train.random_batch(config, b=4) | {{}}
+        batch = {{k: np.concatenate([v, v]) for k, v in batch.items()}}
+        losses = []
+        for _ in range(3):
+          state, m = step(state, sharding.to_global(batch, mesh))
+          losses.append(float(m["loss"]))
+        results.append((losses, jax.device_get(state.params)))
+      (l1, p1), (l8, p8) = results
+      np.testing.assert_allclose(l1, l8, rtol=1e-5, atol=1e-6)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), p1, p8)
+      assert len(jax.devices()) == 8
+      print("ok", l1)
+  """)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                        cwd=ROOT)
+  assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
