@@ -1,5 +1,6 @@
 """Masked BCE: label kinds and padded frames are respected; scale is per labelled example."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -73,3 +74,96 @@ def test_reductions_are_float32(dtype):
   b = batch([True, True], [True, True])
   total, _ = losses.supervised_loss(frame.astype(dtype), clip.astype(dtype), b)
   assert total.dtype == jnp.float32
+
+
+# --- Multi-teacher KD -------------------------------------------------------------------------
+
+TEACHERS = ["resnet", "densenet", "inception"]
+
+
+def kd_batch(b=2, k=3, t=4, c=2, seed=2):
+  rng = np.random.default_rng(seed)
+  out = batch([True, False], [True, False], t=t, c=c)
+  out["teacher_logits"] = jnp.asarray(3 * rng.standard_normal((b, k, t, c)), jnp.float16)
+  out["teacher_clip_logits"] = jnp.asarray(3 * rng.standard_normal((b, k, c)), jnp.float16)
+  return out
+
+
+@pytest.mark.parametrize("strategy", ["mean_prob", "mean_logit", "weighted", "class_weighted",
+                                      "single:densenet"])
+def test_teacher_weights_are_normalised_per_class(strategy):
+  w, mode = losses.teacher_weights(strategy, TEACHERS, 4, scalars=[1.0, 2.0, 1.0],
+                                   class_f1=[[0.5, 0.0, 0.2, 0.0], [0.5, 0.0, 0.6, 0.0],
+                                             [0.0, 0.0, 0.2, 0.9]])
+  np.testing.assert_allclose(w.sum(0), 1.0, rtol=1e-6)
+  assert mode == ("logit" if strategy == "mean_logit" else "prob")
+  if strategy == "class_weighted":
+    np.testing.assert_allclose(w[:, 1], 1 / 3)        # Nobody detects class 1: equal weights.
+    np.testing.assert_allclose(w[:, 2], [0.2, 0.6, 0.2])
+    np.testing.assert_allclose(w[:, 3], [0.0, 0.0, 1.0])
+  if strategy == "single:densenet":
+    np.testing.assert_array_equal(w[1], 1.0)
+
+
+def test_bad_strategies_are_clear_errors():
+  with pytest.raises(ValueError, match="no teacher named 'vgg'"):
+    losses.teacher_weights("single:vgg", TEACHERS, 2)
+  with pytest.raises(ValueError, match="one non-negative weight per teacher"):
+    losses.teacher_weights("weighted", TEACHERS, 2, scalars=[1.0])
+  with pytest.raises(ValueError, match="Unknown KD strategy"):
+    losses.teacher_weights("median", TEACHERS, 2)
+
+
+def test_combination_rules():
+  b = kd_batch()
+  z = b["teacher_logits"].astype(jnp.float32)
+  w, _ = losses.teacher_weights("mean_prob", TEACHERS, 2)
+  np.testing.assert_allclose(losses.combine_teachers(b["teacher_logits"], w, 2.0, "prob"),
+                             jax.nn.sigmoid(z / 2).mean(1), rtol=1e-6)
+  np.testing.assert_allclose(losses.combine_teachers(b["teacher_logits"], w, 2.0, "logit"),
+                             jax.nn.sigmoid(z.mean(1) / 2), rtol=1e-6)
+  w, _ = losses.teacher_weights("single:inception", TEACHERS, 2)
+  np.testing.assert_allclose(losses.combine_teachers(b["teacher_clip_logits"], w, 1.0),
+                             jax.nn.sigmoid(b["teacher_clip_logits"][:, 2].astype(jnp.float32)),
+                             rtol=1e-6)
+
+
+def test_kd_gradient_is_zero_when_the_student_equals_the_target():
+  b = kd_batch()
+  w, mode = losses.teacher_weights("mean_prob", TEACHERS, 2)
+  target = losses.combine_teachers(b["teacher_logits"], w, 3.0, mode)
+  student = 3.0 * jnp.log(target / (1 - target))  # σ(student / T) == target.
+  grad = jax.grad(lambda s: losses.kd_bce(s, target, 3.0, b["frame_mask"][:, :, None]))(student)
+  np.testing.assert_allclose(grad, 0.0, atol=1e-6)
+  other = jax.grad(lambda s: losses.kd_bce(s, target, 3.0, b["frame_mask"][:, :, None]))(
+      student + 1.0)
+  assert float(jnp.abs(other).max()) > 1e-3
+
+
+def test_total_loss_mixes_bce_and_t_squared_kd():
+  b = kd_batch()
+  frame, clip = logits(2)
+  w, mode = losses.teacher_weights("mean_prob", TEACHERS, 2)
+  cfg = losses.loss_config()
+  cfg.update(dict(alpha=0.7, temperature=4.0, kd_clip_weight=0.5))
+  loss, aux = losses.total_loss(frame, clip, b, cfg, w, mode)
+  kd = aux["loss_kd_frame"] + 0.5 * aux["loss_kd_clip"]
+  np.testing.assert_allclose(loss, 0.3 * aux["loss_supervised"] + 0.7 * 16.0 * kd, rtol=1e-6)
+  cfg.alpha = 0.0  # No KD: the supervised loss, and no teacher logits needed.
+  plain, _ = losses.total_loss(frame, clip, batch([True, False], [True, False]), cfg)
+  np.testing.assert_allclose(plain, aux["loss_supervised"], rtol=1e-6)
+
+
+def test_kd_reaches_unlabelled_examples_and_skips_padded_frames():
+  b = kd_batch()  # Example 1 has no labels at all.
+  frame, clip = logits(2)
+  w, mode = losses.teacher_weights("mean_prob", TEACHERS, 2)
+  cfg = losses.loss_config()
+  cfg.alpha = 1.0
+  g = jax.grad(lambda f: losses.total_loss(f, clip, b, cfg, w, mode)[0])(frame)
+  assert float(jnp.abs(g[1]).sum()) > 0  # The unlabelled example is taught by the teachers.
+  padded = dict(b, frame_mask=b["frame_mask"].at[1, 2:].set(False))
+  g = jax.grad(lambda f: losses.total_loss(f, clip, padded, cfg, w, mode)[0])(frame)
+  np.testing.assert_array_equal(g[1, 2:], 0.0)
+  with pytest.raises(ValueError, match="teacher logits"):
+    losses.total_loss(frame, clip, batch([True, True], [True, True]), cfg, w, mode)
