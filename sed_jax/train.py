@@ -286,3 +286,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     with io_utils.atomic_write(done) as f:
       json.dump(test, f, indent=2)
   return test
+
+
+def load_trained(workdir: str | Path, num_classes: int, which: str = "best"):
+  """(model, variables, config) of a finished or running run, for inference.
+
+  `which` is 'best' (the best validation checkpoint) or 'latest'. The model is rebuilt from the
+  run's own config.json, so a teacher keeps its architecture whatever config loads it.
+  """
+  workdir = Path(workdir)
+  path = workdir / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{workdir} holds no run (no config.json); train it first.")
+  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  model = model_from_config(config, num_classes)
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  try:
+    if which == "best":
+      state = ckpt.restore_best(None)
+    else:
+      state = ckpt.restore(None)
+  finally:
+    ckpt.close()
+  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+  return model, variables, config

@@ -9,6 +9,7 @@ dropped or counted twice.
 A batch is a dict of numpy arrays with a leading batch axis:
   log_mel [B, T, F] f32 · strong [B, T_out, C] f32 · weak [B, C] f32 · has_strong [B] bool ·
   has_weak [B] bool · frame_mask [B, T_out] bool (False on padding past a clip's end) ·
+  (from a teacher cache) teacher_logits [B, K, T_out, C] f16, teacher_clip_logits [B, K, C] f16 ·
   (evaluation only) mask [B] bool, and as Python lists of length B: audio_id (str), duration
   (seconds) and events ((onset, offset, class index) tuples: the exact annotated events).
 Strings never go to a device: `device_batch` drops them before `sharding.to_global`.
@@ -26,7 +27,8 @@ import ml_collections
 
 from sed_jax.data import builders
 
-DEVICE_KEYS = ("log_mel", "strong", "weak", "has_strong", "has_weak", "frame_mask")
+DEVICE_KEYS = ("log_mel", "strong", "weak", "has_strong", "has_weak", "frame_mask",
+               "teacher_logits", "teacher_clip_logits")
 
 
 def augment_config() -> ml_collections.ConfigDict:
@@ -86,6 +88,10 @@ class FixLength(grain.transforms.Map):
         weak=ex["weak"].astype(np.float32),
         has_strong=np.bool_(ex["has_strong"]), has_weak=np.bool_(ex["has_weak"]),
         frame_mask=np.arange(t_out) < valid)
+    if "teacher_logits" in ex:  # A teacher cache: [K, T_out, C] f16, cropped/padded alike.
+      logits = ex["teacher_logits"][:, :t_out]
+      out["teacher_logits"] = np.pad(logits, ((0, 0), (0, t_out - logits.shape[1]), (0, 0)))
+      out["teacher_clip_logits"] = ex["teacher_clip_logits"]
     if self.keep_meta:
       audio_id = ex["audio_id"]
       out["audio_id"] = audio_id.decode() if isinstance(audio_id, bytes) else str(audio_id)

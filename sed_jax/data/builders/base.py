@@ -101,6 +101,24 @@ def make_config(preset: str, features: Mapping[str, Any], classes: Sequence[str]
       num_workers=num_workers)
 
 
+def example_features(n_mels: int, n_classes: int) -> dict[str, tfds.features.FeatureConnector]:
+  """The features of every sed_jax example (DESIGN.md), as TFDS connectors."""
+  return {
+      "log_mel": tfds.features.Tensor(shape=(None, n_mels), dtype=np.float32),
+      "strong": tfds.features.Tensor(shape=(None, n_classes), dtype=np.uint8),
+      "weak": tfds.features.Tensor(shape=(n_classes,), dtype=np.uint8),
+      "has_strong": tfds.features.Scalar(dtype=np.bool_),
+      "has_weak": tfds.features.Scalar(dtype=np.bool_),
+      "audio_id": tfds.features.Text(),
+      "duration": tfds.features.Scalar(dtype=np.float32),
+      # The annotated events themselves (after clipping to the clip), so evaluation scores
+      # against exact reference times, not the 80-ms frame targets.
+      "event_onsets": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+      "event_offsets": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+      "event_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+  }
+
+
 class SedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base class: subclasses implement `_split_items()`."""
 
@@ -118,20 +136,7 @@ class SedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return tfds.core.DatasetInfo(
         builder=self,
         description=cfg.description,
-        features=tfds.features.FeaturesDict({
-            "log_mel": tfds.features.Tensor(shape=(None, n_mels), dtype=np.float32),
-            "strong": tfds.features.Tensor(shape=(None, n_classes), dtype=np.uint8),
-            "weak": tfds.features.Tensor(shape=(n_classes,), dtype=np.uint8),
-            "has_strong": tfds.features.Scalar(dtype=np.bool_),
-            "has_weak": tfds.features.Scalar(dtype=np.bool_),
-            "audio_id": tfds.features.Text(),
-            "duration": tfds.features.Scalar(dtype=np.float32),
-            # The annotated events themselves (after clipping to the clip), so evaluation
-            # scores against exact reference times, not the 80-ms frame targets.
-            "event_onsets": tfds.features.Tensor(shape=(None,), dtype=np.float32),
-            "event_offsets": tfds.features.Tensor(shape=(None,), dtype=np.float32),
-            "event_labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-        }),
+        features=tfds.features.FeaturesDict(example_features(n_mels, n_classes)),
         metadata=tfds.core.MetadataDict(
             classes=list(cfg.classes), features=dict(cfg.features), params=dict(cfg.params),
             summary={}),

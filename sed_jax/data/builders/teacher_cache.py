@@ -1,0 +1,228 @@
+"""`teacher_cache`: a base dataset plus the logits of K trained teachers, computed once.
+
+Why: distillation then costs one student forward/backward per step whatever the number and size
+of the teachers — they never run inside the distillation loop. Each example holds the base
+features plus `teacher_logits` [K, T_out, C] and `teacher_clip_logits` [K, C] (float16; logits
+are saturated to ±`LOGIT_LIMIT` first, so an overconfident teacher becomes a very confident
+target instead of an inf).
+
+Identity: the config name fingerprints the base dataset (its own fingerprinted name: version,
+feature config, content) and, per teacher, its name, architecture, checkpoint step and a hash of
+the checkpoint's files. A retrained teacher therefore means a new cache; `find_stale` tells the
+caller which teacher changed when only an older cache exists.
+
+Metadata, per teacher: name, architecture, checkpoint step, parameter count and per-class
+validation event-F1 (from the cached validation logits, after the teacher's own post-processing
+defaults) — what the `class_weighted` KD strategy weights by.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+
+from sed_jax.data import pipeline
+from sed_jax.data.builders import base
+
+LOGIT_LIMIT = 30.0  # float16 holds it exactly; σ(30) = 1 − 1e-13.
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  """A trained teacher: its name and the workdir it was trained in."""
+  name: str
+  workdir: str
+
+
+def checkpoint_identity(workdir: str | Path) -> dict[str, Any]:
+  """Step and content hash of a run's best checkpoint (what the cache depends on)."""
+  best = Path(workdir) / "best"
+  steps = sorted((int(p.name) for p in best.glob("[0-9]*") if p.is_dir()), reverse=True)
+  if not steps:
+    raise FileNotFoundError(f"Teacher run {workdir} has no best checkpoint; train it first.")
+  step_dir = best / str(steps[0])
+  h = hashlib.sha256()
+  for f in sorted(p for p in step_dir.rglob("*") if p.is_file()):
+    h.update(str(f.relative_to(step_dir)).encode() + f.read_bytes())
+  config = json.loads((Path(workdir) / "config.json").read_text())
+  return dict(step=steps[0], hash=h.hexdigest()[:16], arch=config["model"]["arch"],
+              time_pool=config["features"]["time_pool"])
+
+
+class TeacherCache(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base examples + teacher logits, written once by batched, jit-compiled inference."""
+
+  VERSION = tfds.core.Version(base.VERSION)
+  builder_config: base.SedBuilderConfig
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    k, c = len(cfg.params["teachers"]), len(cfg.classes)
+    features = base.example_features(cfg.features["n_mels"], c)
+    features["teacher_logits"] = tfds.features.Tensor(shape=(k, None, c), dtype=np.float16)
+    features["teacher_clip_logits"] = tfds.features.Tensor(shape=(k, c), dtype=np.float16)
+    return tfds.core.DatasetInfo(
+        builder=self, description=cfg.description,
+        features=tfds.features.FeaturesDict(features),
+        metadata=tfds.core.MetadataDict(
+            classes=list(cfg.classes), features=dict(cfg.features), params=dict(cfg.params),
+            teachers=[]))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    p = self.builder_config.params
+    self._base = self._base_builder()
+    self._teachers = self._load_teachers()
+    self.info.metadata["teachers"] = [
+        dict(name=t["name"], arch=t["arch"], step=t["step"], hash=t["hash"],
+             params=int(sum(x.size for x in jax.tree.leaves(t["variables"]["params"]))),
+             class_f1=None) for t in self._teachers]
+    return {split: self._generate_examples(split) for split in p["splits"]}
+
+  def _base_builder(self):
+    from sed_jax.data import builders  # pylint: disable=g-import-not-at-top
+    p = self.builder_config.params
+    return builders.make_builder(_config_dict(p["dataset"]), _config_dict(p["feature_config"]))
+
+  def _load_teachers(self) -> list[dict[str, Any]]:
+    from sed_jax import train  # pylint: disable=g-import-not-at-top
+    out = []
+    for t in self.builder_config.params["teachers"]:
+      model, variables, _ = train.load_trained(t["workdir"], len(self.builder_config.classes))
+      out.append(dict(t, model=model, variables=variables))
+    return out
+
+  def _generate_examples(self, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    p = self.builder_config.params
+    source = self._base.as_data_source(split)
+    feat, data = _config_dict(p["feature_config"]), _config_dict(p["dataset"])
+    frames = pipeline.clip_frames(data, feat)
+    fix = pipeline.FixLength(frames, feat.time_pool, feat.log_floor)
+    infer = [functools.partial(_logits, t["model"], t["variables"]) for t in self._teachers]
+    bs = p["batch_size"]
+    val = [] if split == "validation" else None
+    for start in range(0, len(source), bs):
+      idx = list(range(start, min(start + bs, len(source))))
+      examples = [source[i] for i in idx]
+      fixed = [fix.map(ex) for ex in examples]
+      n = len(fixed)
+      pad = bs - n  # Full batches only: one compiled shape per teacher.
+      mel = np.stack([f["log_mel"] for f in fixed] + [fixed[0]["log_mel"]] * pad)
+      mask = np.stack([f["frame_mask"] for f in fixed] + [fixed[0]["frame_mask"]] * pad)
+      outs = [jax.device_get(fn(mel, mask)) for fn in infer]
+      frame = np.stack([o[0][:n] for o in outs], 1)   # [n, K, T_out, C]
+      clip = np.stack([o[1][:n] for o in outs], 1)    # [n, K, C]
+      for j, (i, ex) in enumerate(zip(idx, examples)):
+        t_out = ex["strong"].shape[0]
+        ex = {k: v for k, v in ex.items()}
+        ex["audio_id"] = ex["audio_id"].decode() if isinstance(ex["audio_id"], bytes) else \
+            ex["audio_id"]
+        ex["teacher_logits"] = _f16(frame[j, :, :t_out])
+        ex["teacher_clip_logits"] = _f16(clip[j])
+        if val is not None:
+          val.append((ex, frame[j, :, :t_out]))
+        yield f"{split}-{i:08d}", ex
+    if val:
+      self._record_class_f1(val)
+
+  def _record_class_f1(self, val) -> None:
+    """Per-teacher, per-class validation event-F1 from the cached validation logits."""
+    from sed_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+    from sed_jax.data import features as feat_lib  # pylint: disable=g-import-not-at-top
+    p, classes = self.builder_config.params, list(self.builder_config.classes)
+    feat = _config_dict(p["feature_config"])
+    cfg = evaluate.eval_config()
+    cfg.psds = False
+    ids = [ex["audio_id"] for ex, _ in val]
+    durations = [float(ex["duration"]) for ex, _ in val]
+    refs = evaluate.reference_events(
+        [list(zip(ex["event_onsets"].tolist(), ex["event_offsets"].tolist(),
+                  ex["event_labels"].tolist())) for ex, _ in val], ids, classes)
+    t_max = max(lg.shape[1] for _, lg in val)
+    for k, teacher in enumerate(self.info.metadata["teachers"]):
+      probs = np.zeros((len(val), t_max, len(classes)), np.float32)
+      for i, (_, lg) in enumerate(val):
+        probs[i, :lg.shape[1]] = 1 / (1 + np.exp(-lg[k]))
+      result = evaluate.score_predictions(probs, ids, durations, refs, classes,
+                                          feat_lib.output_frame_seconds(feat), cfg)
+      teacher["class_f1"] = [result["class_wise"][c]["event"]["f1"] or 0.0 for c in classes]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(model, variables, log_mel, frame_mask):
+  frame, clip = model.apply(variables, log_mel, train=False, frame_mask=frame_mask)
+  return frame, clip
+
+
+def _f16(x: np.ndarray) -> np.ndarray:
+  return np.clip(x, -LOGIT_LIMIT, LOGIT_LIMIT).astype(np.float16)
+
+
+def _config_dict(d: dict[str, Any]):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(d)
+
+
+def make(data_cfg, feature_cfg, teachers: Sequence[Teacher], batch_size: int = 32,
+         splits: Sequence[str] | None = None) -> TeacherCache:
+  """The cache builder for `teachers` over the dataset of `data_cfg` (not built yet).
+
+  Raises before any work if a teacher has no checkpoint or its output frame rate (time_pool)
+  differs from the dataset's targets (every teacher must share the student's frame rate).
+  """
+  from sed_jax.data import builders  # pylint: disable=g-import-not-at-top
+  base_builder = builders.make_builder(data_cfg, feature_cfg)
+  if not base_builder.is_prepared():
+    base_builder.download_and_prepare()
+  names = [t.name for t in teachers]
+  if len(set(names)) != len(names) or not names:
+    raise ValueError(f"Teacher names must be unique and non-empty, got {names}.")
+  identities = []
+  for t in teachers:
+    ident = checkpoint_identity(t.workdir)
+    if ident["time_pool"] != feature_cfg.time_pool:
+      raise ValueError(
+          f"Teacher {t.name!r} ({t.workdir}) outputs a frame every {ident['time_pool']} input "
+          f"frames, the student every {feature_cfg.time_pool}: all teachers must share the "
+          "student's output frame rate (features.time_pool). Retrain it with that time_pool.")
+    identities.append(dict(name=t.name, workdir=str(Path(t.workdir).absolute()), **ident))
+  splits = list(splits or base_builder.info.splits)
+  params = dict(dataset=data_cfg.to_dict(), feature_config=feature_cfg.to_dict(),
+                base=f"{base_builder.name}/{base_builder.builder_config.name}",
+                teachers=identities, splits=splits, batch_size=batch_size)
+  content = [(t["name"], t["arch"], t["step"], t["hash"]) for t in identities]
+  fp_params = {k: v for k, v in params.items() if k not in ("batch_size", "teachers")}
+  config = base.make_config(
+      "cache", feature_cfg.to_dict(), base_builder.builder_config.classes, fp_params,
+      content=content, description=f"{params['base']} + logits of {', '.join(names)}")
+  config.params = params
+  return TeacherCache(config=config, data_dir=data_cfg.data_dir or None,
+                      file_format="array_record")
+
+
+def find_stale(cache: TeacherCache) -> list[str]:
+  """Teachers whose checkpoint differs from the one an existing older cache of the same base
+  dataset and teacher names was built from (empty when there is no such cache)."""
+  want = {t["name"]: t for t in cache.builder_config.params["teachers"]}
+  root = Path(cache.data_dir).parents[1]
+  changed: set[str] = set()
+  for info in root.glob("cache-*/*/metadata.json"):
+    meta = json.loads(info.read_text())
+    if meta.get("params", {}).get("base") != cache.builder_config.params["base"]:
+      continue
+    old = {t["name"]: t for t in meta.get("teachers", [])}
+    if set(old) != set(want):
+      continue
+    changed |= {n for n in want if (old[n]["step"], old[n]["hash"]) !=
+                (want[n]["step"], want[n]["hash"])}
+  return sorted(changed)

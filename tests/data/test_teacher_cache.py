@@ -1,0 +1,99 @@
+"""Teacher cache: logits read back equal the teachers' outputs; stale and mismatched teachers."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from sed_jax import checkpoint
+from sed_jax import train
+from sed_jax.data import pipeline
+from sed_jax.data.builders import teacher_cache
+from tests import test_train
+
+
+def make_teacher(workdir, config, seed, step=1):
+  """A 'trained' teacher run: config.json and a best checkpoint of freshly initialised weights."""
+  model = train.model_from_config(config, 10)
+  tx, _ = train.make_optimizer(config.optim, config.total_steps)
+  frames = pipeline.clip_frames(config.dataset, config.features)
+  state = train.init_state(model, tx, jax.random.key(seed), (1, frames, config.features.n_mels))
+  checkpoint.write_config(workdir, config)
+  ckpt = checkpoint.Checkpointer(workdir)
+  ckpt.save_best(step, state, score=float(step))
+  ckpt.close()
+  return model, {"params": state.params, "batch_stats": state.batch_stats}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  config = test_train.tiny_config(tmp_path_factory.mktemp("tfds"))
+  runs = tmp_path_factory.mktemp("teachers")
+  models = {name: make_teacher(runs / name, config, seed)
+            for seed, name in enumerate(("resnet", "gated"))}
+  teachers = [teacher_cache.Teacher(name, str(runs / name)) for name in models]
+  cache = teacher_cache.make(config.dataset, config.features, teachers, batch_size=4)
+  cache.download_and_prepare()
+  return config, runs, models, teachers, cache
+
+
+def test_cached_logits_equal_the_teachers_outputs(setup):
+  config, _, models, _, cache = setup
+  src = cache.as_data_source("validation")
+  fix = pipeline.FixLength(pipeline.clip_frames(config.dataset, config.features),
+                           config.features.time_pool, config.features.log_floor)
+  for i in range(len(src)):
+    ex = src[i]
+    assert ex["teacher_logits"].shape == (2, ex["strong"].shape[0], 10)
+    assert ex["teacher_logits"].dtype == np.float16
+    inp = fix.map(ex)
+    for k, (model, variables) in enumerate(models.values()):
+      frame, clip = model.apply(variables, inp["log_mel"][None], train=False,
+                                frame_mask=inp["frame_mask"][None])
+      np.testing.assert_allclose(ex["teacher_logits"][k], frame[0], rtol=2e-3, atol=2e-3)
+      np.testing.assert_allclose(ex["teacher_clip_logits"][k], clip[0], rtol=2e-3, atol=2e-3)
+
+
+def test_every_split_and_the_base_features_are_there(setup):
+  config, _, _, _, cache = setup
+  assert sorted(cache.info.splits) == ["test", "train", "validation"]
+  ex = cache.as_data_source("train")[0]
+  assert {"log_mel", "strong", "weak", "event_onsets", "teacher_clip_logits"} <= set(ex)
+  # The training pipeline carries the logits into batches.
+  batch = next(iter(pipeline.train_loader(cache.as_data_source("train"), batch_size=4, seed=0,
+                                          data_cfg=config.dataset,
+                                          feature_cfg=config.features)))
+  assert batch["teacher_logits"].shape == (4, 2, 25, 10)
+
+
+def test_metadata_describes_each_teacher(setup):
+  _, _, _, _, cache = setup
+  teachers = cache.info.metadata["teachers"]
+  assert [t["name"] for t in teachers] == ["resnet", "gated"]
+  for t in teachers:
+    assert t["arch"] == "student" and t["step"] == 1 and t["params"] > 0
+    assert len(t["class_f1"]) == 10 and all(0 <= f <= 1 for f in t["class_f1"])
+
+
+def test_a_retrained_teacher_means_a_new_cache_and_is_named(setup, tmp_path):
+  config, runs, _, teachers, cache = setup
+  same = teacher_cache.make(config.dataset, config.features, teachers, batch_size=8)
+  assert same.builder_config.name == cache.builder_config.name and same.is_prepared()
+  make_teacher(runs / "gated", config, seed=7, step=2)  # 'gated' was retrained.
+  new = teacher_cache.make(config.dataset, config.features, teachers, batch_size=4)
+  assert new.builder_config.name != cache.builder_config.name and not new.is_prepared()
+  assert teacher_cache.find_stale(new) == ["gated"]
+
+
+def test_a_teacher_with_another_frame_rate_is_refused_before_any_work(setup, tmp_path):
+  config, _, _, teachers, _ = setup
+  other = test_train.tiny_config(config.dataset.data_dir)
+  other.features.time_pool = 2
+  make_teacher(tmp_path / "fast", other, seed=3)
+  with pytest.raises(ValueError, match="Teacher 'fast'.*frame rate"):
+    teacher_cache.make(config.dataset, config.features,
+                       [*teachers, teacher_cache.Teacher("fast", str(tmp_path / "fast"))])
+  with pytest.raises(FileNotFoundError, match="no best checkpoint"):
+    teacher_cache.make(config.dataset, config.features,
+                       [teacher_cache.Teacher("none", str(tmp_path))])
