@@ -297,7 +297,10 @@ class CRNN(nn.Module):
     dense = functools.partial(nn.Dense, self.num_classes, dtype=jnp.float32,
                               param_dtype=self.param_dtype)
     frame_logits = dense(name="frame_head")(h)
-    attention = dense(name="attention_head")(h) if self.pooling == "attention" else None
+    # No bias: a per-class constant cancels in the softmax over time (its gradient is exactly 0,
+    # and Adam would turn the rounding noise of that 0 into updates).
+    attention = (dense(name="attention_head", use_bias=False)(h) if self.pooling == "attention"
+                 else None)
     clip_logits = clip_logits_from_frames(frame_logits, self.pooling, attention, frame_mask)
     return frame_logits, clip_logits
 
