@@ -1,6 +1,6 @@
 r"""Train one teacher CRNN (or any architecture) with the shared training loop.
 
-  python -m sed_jax.main --config=configs/teacher.py:arch=resnet --workdir=runs/teacher_resnet
+  python -m sed_jax.main --config=configs/teacher.py:arch=resnet        # runs/teacher_resnet
   python -m sed_jax.main --config=configs/teacher.py:arch=gated,smoke --workdir=/tmp/smoke
 
 Arguments (comma-separated): arch=gated|resnet|densenet|inception|xception|student,
@@ -13,38 +13,16 @@ from __future__ import annotations
 import ml_collections
 
 from sed_jax import config_lib
-from sed_jax import losses
-from sed_jax.data import pipeline
-from sed_jax.evaluation import evaluate
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, arch="resnet", dataset="synth_sed", smoke=False)
-  c = ml_collections.ConfigDict()
+  c = config_lib.training_config(smoke=arg.smoke)
   c.job = "train"
   c.seed = 0
   c.dataset = config_lib.dataset_config(arg.dataset, smoke=arg.smoke)
   c.features = config_lib.feature_config()
   c.model = dict(arch=arg.arch, dtype="float32", overrides={})
-  c.batch_size = 64
-  c.total_steps = 3000
-  c.log_every = 50
-  c.eval_every = 500
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 2
-  c.loader_workers = 0
-  c.optim = config_lib.optimizer_config()
-  c.loss = losses.loss_config()
-  c.augment = pipeline.augment_config()
-  c.eval = evaluate.eval_config()
-  if arg.smoke:
-    c.batch_size = 8
-    c.total_steps = 12
-    c.log_every = 4
-    c.eval_every = 6
-    c.checkpoint_every = 6
-    c.optim.warmup_steps = 2
-    c.eval.batch_size = 8
   return c
 
 

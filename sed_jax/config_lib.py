@@ -143,3 +143,27 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg or None)
+
+
+def training_config(smoke: bool = False) -> ml_collections.ConfigDict:
+  """The knobs of one training run (the loop in sed_jax/train.py), teachers and students alike.
+
+  `smoke`: a dozen steps at batch 8, so a whole job runs in about two minutes on 2 CPU cores.
+  """
+  # Imported here: they pull in JAX, which the data-only entry points do not need.
+  from sed_jax import losses  # pylint: disable=g-import-not-at-top
+  from sed_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from sed_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  c = ml_collections.ConfigDict(dict(
+      batch_size=64, total_steps=3000, log_every=50, eval_every=500, checkpoint_every=500,
+      keep_checkpoints=2, loader_workers=0))
+  c.optim = optimizer_config()
+  c.loss = losses.loss_config()
+  c.augment = pipeline.augment_config()
+  c.eval = evaluate.eval_config()
+  if smoke:
+    c.update(dict(batch_size=8, total_steps=12, log_every=4, eval_every=6, checkpoint_every=6))
+    c.optim.warmup_steps = 2
+    c.eval.batch_size = 8
+    c.eval.psds = False
+  return c

@@ -211,15 +211,12 @@ def read_strong_tsv(path: PathLike, classes: Sequence[str] | None = None,
   found: dict[str, set[Event]] = {}
 
   def parse_row(line_no: int, line: str) -> None:
-    fields = _split_row(path, line_no, line, width)
-    if fields is None:
-      found.setdefault(line.strip(), set())
+    row = _file_row(path, line_no, line, width, cols, found)
+    if row is None:
       return
-    filename = fields[cols["filename"]]
-    if not filename:
-      raise _error(path, line_no, "filename is empty", "Every row starts with the audio file name.")
+    filename, fields = row
     onset, offset, label = (fields[cols[c]] for c in STRONG_COLUMNS[1:])
-    events = found.setdefault(filename, set())
+    events = found[filename]
     if not (onset or offset or label):
       return  # "no event in this file".
     if not (onset and offset and label):
@@ -232,6 +229,20 @@ def read_strong_tsv(path: PathLike, classes: Sequence[str] | None = None,
   _parse_rows(path, rows, parse_row, bad_rows)
   return {name: sorted(events) for name, events in found.items()
           if bad_rows is None or name not in bad_rows}
+
+
+def _file_row(path: PathLike, line_no: int, line: str, width: int, cols: dict[str, int],
+              found: dict[str, set]) -> tuple[str, list[str]] | None:
+  """Splits a data row and registers its file in `found`; None for a filename-only row."""
+  fields = _split_row(path, line_no, line, width)
+  if fields is None:
+    found.setdefault(line.strip(), set())
+    return None
+  filename = fields[cols["filename"]]
+  if not filename:
+    raise _error(path, line_no, "filename is empty", "Every row starts with the audio file name.")
+  found.setdefault(filename, set())
+  return filename, fields
 
 
 def _parse_rows(path: PathLike, rows: list[tuple[int, str]], parse_row,
@@ -264,14 +275,11 @@ def read_weak_tsv(path: PathLike, classes: Sequence[str] | None = None,
   found: dict[str, set[str]] = {}
 
   def parse_row(line_no: int, line: str) -> None:
-    fields = _split_row(path, line_no, line, width)
-    if fields is None:
-      found.setdefault(line.strip(), set())
+    row = _file_row(path, line_no, line, width, cols, found)
+    if row is None:
       return
-    filename = fields[cols["filename"]]
-    if not filename:
-      raise _error(path, line_no, "filename is empty", "Every row starts with the audio file name.")
-    labels = found.setdefault(filename, set())
+    filename, fields = row
+    labels = found[filename]
     for label in fields[cols["event_labels"]].split(","):
       label = label.strip()
       if label:
