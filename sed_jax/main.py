@@ -17,6 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from sed_jax import config_lib
+from sed_jax import distill
 from sed_jax import metric_writers
 from sed_jax import train
 
@@ -25,7 +26,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and reports go "
                                "(default: runs/<config name>_<arguments>).")
 
-JOBS = {"train": train.train_and_evaluate}
+JOBS = {"train": train.train_and_evaluate, "distill": distill.run}
 
 
 def parse_flags(argv: list[str]) -> list[str]:

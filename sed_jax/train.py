@@ -107,17 +107,21 @@ def init_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...]) -> Train
                     rng=state_rng)
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx,
-               loss_cfg) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, loss_cfg,
+               kd_weights=None, kd_mode: str = "prob") -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on a global batch. A non-finite loss or gradient leaves `state` as it
-  was (so the last good state survives) and reports `finite = False` for the host to stop on."""
+  was (so the last good state survives) and reports `finite = False` for the host to stop on.
+
+  With `loss_cfg.alpha > 0` the batch carries cached teacher logits and the loss adds the
+  multi-teacher KD term (`losses.total_loss`; `kd_weights` [K, C] combine the teachers)."""
   rng, dropout_rng = jax.random.split(state.rng)
 
   def loss_fn(params):
     (frame_logits, clip_logits), updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, batch["log_mel"], train=True,
         frame_mask=batch["frame_mask"], mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-    loss, aux = losses.total_loss(frame_logits, clip_logits, batch, loss_cfg)
+    loss, aux = losses.total_loss(frame_logits, clip_logits, batch, loss_cfg, kd_weights,
+                                  kd_mode)
     return loss, (aux, updates)
 
   (loss, (aux, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -199,8 +203,13 @@ def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
   return {k: float(np.mean([float(m[k]) for m in history])) for k in keys}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *,
+                       train_source=None, kd: tuple[Any, str] | None = None) -> dict[str, Any]:
   """Trains `config.model` on `config.dataset` in `workdir`, resuming from it if possible.
+
+  `train_source` replaces the dataset's train split (the distillation experiment passes the
+  teacher cache's, possibly with its unlabeled split), and `kd` = (weights [K, C], mode) the
+  teacher combination; validation and test always read `config.dataset`.
 
   Returns the final test-split metrics of the best validation checkpoint (also written to
   `<workdir>/test_metrics.json`). A finished run (final checkpoint at `total_steps` and its
@@ -216,7 +225,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   workdir.mkdir(parents=True, exist_ok=True)
   ckpt_lib.write_config(workdir, config)
 
-  train_src = pipeline.data_source(config.dataset, config.features, "train", prepare=True)
+  train_src = (train_source if train_source is not None else
+               pipeline.data_source(config.dataset, config.features, "train", prepare=True))
   builder = builders.make_builder(config.dataset, config.features)
   classes = list(builder.info.metadata["classes"])
   model = model_from_config(config, len(classes))
@@ -239,7 +249,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                          data_iter)
     logging.info("Resumed %s from step %d.", workdir, int(state.step))
 
-  p_train = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_cfg=config.loss),
+  kd_weights, kd_mode = (None, "prob") if kd is None else (jnp.asarray(kd[0]), kd[1])
+  p_train = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_cfg=config.loss,
+                                      kd_weights=kd_weights, kd_mode=kd_mode),
                     in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=(0,))
   p_eval = jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
                    out_shardings=data)

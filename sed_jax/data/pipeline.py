@@ -59,6 +59,26 @@ def data_source(data_cfg, feature_cfg, split: str, prepare: bool = False):
   return builder.as_data_source(split)
 
 
+class ConcatSource:
+  """Random access over several sources in turn (e.g. a train split and its unlabeled split)."""
+
+  def __init__(self, sources):
+    self.sources = list(sources)
+    self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
+
+  def __len__(self) -> int:
+    return int(self.offsets[-1])
+
+  def __getitem__(self, index: int):
+    if not 0 <= index < len(self):
+      raise IndexError(index)
+    k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+    return self.sources[k][index - int(self.offsets[k])]
+
+  def __repr__(self) -> str:
+    return f"ConcatSource({self.sources!r})"
+
+
 def clip_frames(data_cfg, feature_cfg) -> int:
   """Input frames per batched clip: `clip_seconds` worth, a multiple of the model's time pool."""
   n = int(round(data_cfg.clip_seconds * feature_cfg.sample_rate)) // feature_cfg.hop_length

@@ -1,0 +1,183 @@
+"""The experiment: teachers (trained if missing) → teacher cache → students → results.
+
+One command, one workdir:
+  <workdir>/teachers/<name>/        one teacher run each (the shared training loop);
+  <workdir>/students/no_kd/         the student trained on labels alone (the baseline);
+  <workdir>/students/kd_<strategy>/ the same student, same steps and seed, distilled from the
+                                    cached logits of all teachers;
+  <workdir>/results.json            every model's test metrics, parameters and FLOPs.
+Every stage is skipped when its output is complete, so re-running the command resumes, and a
+finished workdir only rewrites its results.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from sed_jax import io_utils
+from sed_jax import losses
+from sed_jax import train
+from sed_jax.data import builders
+from sed_jax.data import pipeline
+from sed_jax.data.builders import teacher_cache
+from sed_jax.evaluation import evaluate as eval_lib
+from sed_jax.data import features as feat_lib
+from sed_jax.models import summary
+
+
+class StaleCacheError(RuntimeError):
+  """A teacher changed since the cache was built; the message names it and the way out."""
+
+
+def teacher_config(config: ml_collections.ConfigDict, arch: str) -> ml_collections.ConfigDict:
+  """A teacher's training config: the student config's data, `config.teacher`'s knobs, `arch`."""
+  c = copy.deepcopy(config.teacher)
+  with c.unlocked():
+    c.job = "train"
+    c.seed = config.seed
+    c.dataset = copy.deepcopy(config.dataset)
+    c.features = copy.deepcopy(config.features)
+    c.model.arch = arch
+    c.model.overrides.update(c.arch_overrides.get(arch, {}))
+    del c.arch_overrides
+  return c
+
+
+def student_config(config: ml_collections.ConfigDict, alpha: float) -> ml_collections.ConfigDict:
+  """The student's training config, with or without distillation."""
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    c.job = "train"
+    c.loss.alpha = alpha
+    del c.teacher
+    del c.teachers
+    del c.kd
+  return c
+
+
+def train_teachers(config, workdir: Path) -> list[teacher_cache.Teacher]:
+  teachers = []
+  for name in config.teachers:
+    run = workdir / "teachers" / name
+    logging.info("Teacher %s → %s", name, run)
+    train.train_and_evaluate(teacher_config(config, name), run)
+    teachers.append(teacher_cache.Teacher(name, str(run)))
+  return teachers
+
+
+def build_cache(config, teachers) -> teacher_cache.TeacherCache:
+  """The teacher cache, built once; an older cache from other checkpoints is an error that
+  names the teachers that changed (or is replaced when `kd.rebuild_stale_cache` is set)."""
+  cache = teacher_cache.make(config.dataset, config.features, teachers,
+                             batch_size=config.kd.cache_batch_size)
+  if cache.is_prepared():
+    return cache
+  stale = teacher_cache.find_stale(cache)
+  if stale and not config.kd.rebuild_stale_cache:
+    raise StaleCacheError(
+        f"Teacher(s) {', '.join(stale)} changed since the teacher cache in "
+        f"{Path(cache.data_dir).parents[1]} was built. Rerun with "
+        "--config.kd.rebuild_stale_cache=True to cache the new logits (the student then learns "
+        "from the current teachers), or restore the old checkpoints.")
+  cache.download_and_prepare()
+  return cache
+
+
+def kd_combination(config, cache) -> tuple[np.ndarray, str]:
+  """The [K, C] teacher weights and averaging mode of `config.kd.strategy`."""
+  meta = cache.info.metadata["teachers"]
+  names = [t["name"] for t in meta]
+  w, mode = losses.teacher_weights(
+      config.kd.strategy, names, len(cache.info.metadata["classes"]),
+      scalars=list(config.kd.weights) or None, class_f1=[t["class_f1"] for t in meta])
+  return np.asarray(w), mode
+
+
+def train_students(config, workdir: Path, cache) -> dict[str, dict[str, Any]]:
+  """The no-KD baseline and the KD student (same architecture, steps and seed)."""
+  out = {"no_kd": train.train_and_evaluate(student_config(config, 0.0),
+                                           workdir / "students" / "no_kd")}
+  sources = [cache.as_data_source("train")]
+  if config.kd.use_unlabeled and "unlabeled" in cache.info.splits:
+    sources.append(cache.as_data_source("unlabeled"))
+  name = "kd_" + config.kd.strategy.replace(":", "_")
+  out[name] = train.train_and_evaluate(
+      student_config(config, config.kd.alpha), workdir / "students" / name,
+      train_source=pipeline.ConcatSource(sources), kd=kd_combination(config, cache))
+  return out
+
+
+def ensemble_metrics(config, teachers, classes) -> dict[str, Any]:
+  """Test metrics of the teacher ensemble (mean of the teachers' frame probabilities)."""
+  source = pipeline.data_source(config.dataset, config.features, "test")
+  probs, meta = [], None
+  for t in teachers:
+    model, variables, tconfig = train.load_trained(t.workdir, len(classes))
+    eval_fn = jax.jit(lambda v, b, m=model: m.apply(v, b["log_mel"], train=False,
+                                                    frame_mask=b["frame_mask"]))
+    frames, meta = [], {"audio_id": [], "duration": [], "events": []}
+    for batch in pipeline.eval_batches(source, batch_size=config.eval.batch_size,
+                                       data_cfg=config.dataset, feature_cfg=config.features):
+      f, _ = eval_fn(variables, pipeline.device_batch(batch))
+      frames.append(np.asarray(jax.nn.sigmoid(f))[batch["mask"]])
+      for k in meta:
+        meta[k].extend(v for v, m in zip(batch[k], batch["mask"]) if m)
+    probs.append(np.concatenate(frames))
+  refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
+  return eval_lib.score_predictions(np.mean(probs, 0), meta["audio_id"], meta["duration"], refs,
+                                    classes, feat_lib.output_frame_seconds(config.features),
+                                    config.eval)
+
+
+def _row(name, role, kd, metrics, params, flops):
+  return dict(name=name, role=role, kd=kd, params=params, flops_per_clip=flops,
+              segment_f1=metrics.get("segment_f1_macro"), segment_er=metrics.get("segment_er"),
+              event_f1=metrics.get("event_f1_macro"), psds1=metrics.get("psds1"),
+              psds2=metrics.get("psds2"))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+  """The whole experiment (module docstring); returns and writes results.json."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  teachers = train_teachers(config, workdir)
+  cache = build_cache(config, teachers)
+  students = train_students(config, workdir, cache)
+  classes = list(builders.make_builder(config.dataset, config.features).info.metadata["classes"])
+  frames = pipeline.clip_frames(config.dataset, config.features)
+  shape = (1, frames, config.features.n_mels)
+
+  def cost(model_config):
+    model = train.model_from_config(model_config, len(classes))
+    variables = summary.abstract_variables(model, shape)
+    return (summary.count_params(variables["params"]),
+            summary.model_flops(model, variables, shape))
+
+  rows = []
+  for t in teachers:
+    tcfg = teacher_config(config, t.name)
+    rows.append(_row(t.name, "teacher", "none", json.loads(
+        (Path(t.workdir) / "test_metrics.json").read_text()), *cost(tcfg)))
+  params = sum(r["params"] for r in rows)
+  flops = sum(r["flops_per_clip"] for r in rows)
+  rows.append(_row("ensemble", "ensemble", "none", ensemble_metrics(config, teachers, classes),
+                   params, flops))
+  student_cost = cost(config)
+  for name, metrics in students.items():
+    kd = "none" if name == "no_kd" else f"multi:{config.kd.strategy}"
+    if config.kd.strategy.startswith("single:") and name != "no_kd":
+      kd = config.kd.strategy
+    rows.append(_row(f"student_{name}", "student", kd, metrics, *student_cost))
+  results = {"dataset": config.dataset.name, "split": "test", "models": rows}
+  if jax.process_index() == 0:
+    with io_utils.atomic_write(workdir / "results.json") as f:
+      json.dump(results, f, indent=2)
+  return results
