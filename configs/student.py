@@ -27,6 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = dict(arch="student", dtype="float32", overrides={})
   c.optim.lr = 3e-3
 
+  c.report_clips = 3             # Test clips shown as event rolls in report.md.
   c.teachers = list(TEACHERS)
   c.kd = dict(
       strategy="class_weighted",   # mean_prob | mean_logit | weighted | class_weighted | single:<t>

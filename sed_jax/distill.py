@@ -5,7 +5,8 @@ One command, one workdir:
   <workdir>/students/no_kd/         the student trained on labels alone (the baseline);
   <workdir>/students/kd_<strategy>/ the same student, same steps and seed, distilled from the
                                     cached logits of all teachers;
-  <workdir>/results.json            every model's test metrics, parameters and FLOPs.
+  <workdir>/results.json            every model's test metrics, parameters and FLOPs;
+  <workdir>/report.md, plots/       the same as a table, training curves, event rolls.
 Every stage is skipped when its output is complete, so re-running the command resumes, and a
 finished workdir only rewrites its results.
 """
@@ -28,8 +29,9 @@ from sed_jax import train
 from sed_jax.data import builders
 from sed_jax.data import pipeline
 from sed_jax.data.builders import teacher_cache
-from sed_jax.evaluation import evaluate as eval_lib
 from sed_jax.data import features as feat_lib
+from sed_jax.evaluation import evaluate as eval_lib
+from sed_jax.evaluation import report
 from sed_jax.models import summary
 
 
@@ -60,6 +62,7 @@ def student_config(config: ml_collections.ConfigDict, alpha: float) -> ml_collec
     del c.teacher
     del c.teachers
     del c.kd
+    del c.report_clips
   return c
 
 
@@ -115,26 +118,53 @@ def train_students(config, workdir: Path, cache) -> dict[str, dict[str, Any]]:
   return out
 
 
-def ensemble_metrics(config, teachers, classes) -> dict[str, Any]:
-  """Test metrics of the teacher ensemble (mean of the teachers' frame probabilities)."""
+def predict_run(run_dir: str | Path, classes, source, config) -> tuple[np.ndarray, dict]:
+  """Frame probabilities [N, T_out, C] of a trained run's best checkpoint over a split, with the
+  split's audio ids, durations and reference events (single process; for reports and the
+  teacher ensemble)."""
+  model, variables, _ = train.load_trained(run_dir, len(classes))
+  apply = jax.jit(lambda v, b: model.apply(v, b["log_mel"], train=False,
+                                           frame_mask=b["frame_mask"])[0])
+  frames, meta = [], {"audio_id": [], "duration": [], "events": []}
+  for batch in pipeline.eval_batches(source, batch_size=config.eval.batch_size,
+                                     data_cfg=config.dataset, feature_cfg=config.features,
+                                     process_index=0, process_count=1):
+    logits = apply(variables, pipeline.device_batch(batch))
+    frames.append(np.asarray(jax.nn.sigmoid(logits))[batch["mask"]])
+    for k in meta:
+      meta[k].extend(v for v, m in zip(batch[k], batch["mask"]) if m)
+  return np.concatenate(frames), meta
+
+
+def ensemble_metrics(config, teachers, classes) -> tuple[dict[str, Any], np.ndarray, dict]:
+  """Test metrics of the teacher ensemble (mean of the teachers' frame probabilities), and the
+  ensemble's probabilities and the split's metadata."""
   source = pipeline.data_source(config.dataset, config.features, "test")
-  probs, meta = [], None
-  for t in teachers:
-    model, variables, tconfig = train.load_trained(t.workdir, len(classes))
-    eval_fn = jax.jit(lambda v, b, m=model: m.apply(v, b["log_mel"], train=False,
-                                                    frame_mask=b["frame_mask"]))
-    frames, meta = [], {"audio_id": [], "duration": [], "events": []}
-    for batch in pipeline.eval_batches(source, batch_size=config.eval.batch_size,
-                                       data_cfg=config.dataset, feature_cfg=config.features):
-      f, _ = eval_fn(variables, pipeline.device_batch(batch))
-      frames.append(np.asarray(jax.nn.sigmoid(f))[batch["mask"]])
-      for k in meta:
-        meta[k].extend(v for v, m in zip(batch[k], batch["mask"]) if m)
-    probs.append(np.concatenate(frames))
+  preds = [predict_run(t.workdir, classes, source, config) for t in teachers]
+  probs, meta = np.mean([p for p, _ in preds], 0), preds[0][1]
   refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
-  return eval_lib.score_predictions(np.mean(probs, 0), meta["audio_id"], meta["duration"], refs,
-                                    classes, feat_lib.output_frame_seconds(config.features),
-                                    config.eval)
+  metrics = eval_lib.score_predictions(probs, meta["audio_id"], meta["duration"], refs, classes,
+                                       feat_lib.output_frame_seconds(config.features),
+                                       config.eval)
+  return metrics, probs, meta
+
+
+def write_report(config, workdir: Path, results, runs: dict[str, Path], ensemble_probs, meta,
+                 classes) -> Path:
+  """report.md with the table, training curves and event rolls of a few test clips."""
+  plots = workdir / "plots"
+  curves = report.plot_training_curves(runs, config.eval.metric, plots / "training_curves.png")
+  source = pipeline.data_source(config.dataset, config.features, "test")
+  students = {name: predict_run(run, classes, source, config)[0]
+              for name, run in runs.items() if name.startswith("student")}
+  refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
+  hop = feat_lib.output_frame_seconds(config.features)
+  rolls = []
+  for i, audio_id in enumerate(meta["audio_id"][:config.report_clips]):
+    probs = {"teacher ensemble": ensemble_probs[i]} | {n: p[i] for n, p in students.items()}
+    rolls.append(report.plot_event_roll(audio_id, refs[audio_id], probs, classes, hop,
+                                        plots / f"event_roll_{i}.png", config.eval.threshold))
+  return report.write_report(workdir, results, curves, rolls)
 
 
 def _row(name, role, kd, metrics, params, flops):
@@ -168,8 +198,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
         (Path(t.workdir) / "test_metrics.json").read_text()), *cost(tcfg)))
   params = sum(r["params"] for r in rows)
   flops = sum(r["flops_per_clip"] for r in rows)
-  rows.append(_row("ensemble", "ensemble", "none", ensemble_metrics(config, teachers, classes),
-                   params, flops))
+  ensemble, ensemble_probs, meta = ensemble_metrics(config, teachers, classes)
+  rows.append(_row("ensemble", "ensemble", "none", ensemble, params, flops))
   student_cost = cost(config)
   for name, metrics in students.items():
     kd = "none" if name == "no_kd" else f"multi:{config.kd.strategy}"
@@ -180,4 +210,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
   if jax.process_index() == 0:
     with io_utils.atomic_write(workdir / "results.json") as f:
       json.dump(results, f, indent=2)
+    runs = {t.name: Path(t.workdir) for t in teachers}
+    runs |= {f"student_{n}": workdir / "students" / n for n in students}
+    write_report(config, workdir, results, runs, ensemble_probs, meta, classes)
   return results

@@ -53,6 +53,15 @@ def test_results_have_every_row(experiment):
   assert rows["ensemble"]["params"] == rows["resnet"]["params"] + rows["xception"]["params"]
 
 
+def test_report_has_the_table_and_its_plots(experiment):
+  config, workdir, results = experiment
+  report = (workdir / "report.md").read_text()
+  assert "| student_kd_class_weighted | student | multi:class_weighted |" in report
+  for png in ["training_curves.png"] + [f"event_roll_{i}.png" for i in range(3)]:
+    assert f"(plots/{png})" in report
+    assert (workdir / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_the_kd_student_trained_on_cached_logits_and_unlabeled_clips(experiment):
   _, workdir, _ = experiment
   rows = [json.loads(l) for l in

@@ -1,0 +1,113 @@
+"""What people look at: a markdown results table, training curves and event-roll plots.
+
+Everything here is a pure function of numbers already computed (results.json, metrics.jsonl,
+frame probabilities), so a report can be rewritten from a finished workdir in seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only; no display needed.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from sed_jax import io_utils  # pylint: disable=g-import-not-at-top,wrong-import-position
+from sed_jax import metric_writers  # pylint: disable=wrong-import-position
+from sed_jax.data.annotations import Event  # pylint: disable=wrong-import-position
+
+
+def _fmt(value, digits: int = 3) -> str:
+  return "–" if value is None else f"{value:.{digits}f}"
+
+
+def results_table(results: Mapping[str, Any]) -> str:
+  """The results.json rows as a markdown table, with compression vs the mean teacher."""
+  rows = results["models"]
+  teachers = [r["params"] for r in rows if r["role"] == "teacher"]
+  mean_teacher = float(np.mean(teachers)) if teachers else None
+  lines = ["| model | role | KD | parameters | compression vs mean teacher | GFLOPs / 10-s clip "
+           "| segment F1 | segment ER | event F1 | PSDS1 | PSDS2 |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    ratio = f"{mean_teacher / r['params']:.1f}x" if mean_teacher and r["role"] != "ensemble" \
+        else "–"
+    lines.append(
+        f"| {r['name']} | {r['role']} | {r['kd']} | {r['params']:,} | {ratio} | "
+        f"{r['flops_per_clip'] / 1e9:.3f} | {_fmt(r['segment_f1'])} | {_fmt(r['segment_er'])} | "
+        f"{_fmt(r['event_f1'])} | {_fmt(r['psds1'])} | {_fmt(r['psds2'])} |")
+  return "\n".join(lines)
+
+
+def plot_training_curves(runs: Mapping[str, str | Path], metric: str, out: str | Path) -> Path:
+  """Training loss and validation `metric` against steps, one line per run."""
+  fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+  for name, workdir in runs.items():
+    train = metric_writers.read_metrics(workdir, "train")
+    val = metric_writers.read_metrics(workdir, "validation")
+    if train:
+      ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=name)
+    if val:
+      ax_val.plot([r["step"] for r in val], [r.get(metric) for r in val], marker="o", label=name)
+  ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss")
+  ax_val.set(xlabel="step", ylabel=metric, title=f"Validation {metric}")
+  for ax in (ax_loss, ax_val):
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  return _save(fig, out)
+
+
+def plot_event_roll(audio_id: str, reference: Sequence[Event], probs: Mapping[str, np.ndarray],
+                    classes: Sequence[str], frame_seconds: float, out: str | Path,
+                    threshold: float = 0.5) -> Path:
+  """Reference events above, then each model's frame probabilities [T, C] as a heat map with its
+  thresholded detections outlined: what a person checks first when a number looks odd."""
+  n = 1 + len(probs)
+  fig, axes = plt.subplots(n, 1, figsize=(11, 1.2 + 0.28 * len(classes) * n), sharex=True)
+  t_max = max((p.shape[0] for p in probs.values()), default=1) * frame_seconds
+  ax = axes[0]
+  for e in reference:
+    c = list(classes).index(e.label)
+    ax.add_patch(plt.Rectangle((e.onset, c - 0.4), e.offset - e.onset, 0.8, color="tab:green"))
+  ax.set(ylim=(-0.5, len(classes) - 0.5), xlim=(0, t_max), title=f"{audio_id}: reference")
+  for ax, (name, p) in zip(axes[1:], probs.items()):
+    ax.imshow(p.T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="Blues",
+              extent=(0, p.shape[0] * frame_seconds, -0.5, len(classes) - 0.5))
+    ax.contour(np.arange(p.shape[0]) * frame_seconds + frame_seconds / 2, np.arange(len(classes)),
+               (p.T > threshold).astype(float), levels=[0.5], colors="tab:red", linewidths=0.8)
+    ax.set_title(f"{name}: frame probabilities (red: > {threshold})")
+  for ax in axes:
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+  axes[-1].set_xlabel("time (s)")
+  return _save(fig, out)
+
+
+def _save(fig, out: str | Path) -> Path:
+  out = Path(out)
+  fig.tight_layout()
+  with io_utils.atomic_write(out, "wb") as f:
+    fig.savefig(f, format="png", dpi=110)
+  plt.close(fig)
+  return out
+
+
+def write_report(workdir: str | Path, results: Mapping[str, Any], curves: Path | None,
+                 rolls: Sequence[Path], notes: Sequence[str] = ()) -> Path:
+  """<workdir>/report.md: the table, then the plots (paths relative to the workdir)."""
+  workdir = Path(workdir)
+  lines = [f"# Results on {results['dataset']} ({results['split']} split)", "",
+           results_table(results), ""]
+  lines += [f"- {n}" for n in notes]
+  if curves is not None:
+    lines += ["", "## Training curves", "", f"![training curves]({curves.relative_to(workdir)})"]
+  if rolls:
+    lines += ["", "## Event rolls (test clips)", ""]
+    lines += [f"![{p.stem}]({p.relative_to(workdir)})" for p in rolls]
+  out = workdir / "report.md"
+  with io_utils.atomic_write(out) as f:
+    f.write("\n".join(lines) + "\n")
+  return out
