@@ -27,6 +27,7 @@ from absl import flags
 import numpy as np
 
 from sed_jax.data.annotations import Event
+from sed_jax.evaluation import references
 from sed_jax.evaluation import metrics
 
 _FILES = flags.DEFINE_integer("files", 500, "Clips in the synthetic evaluation set.")
@@ -88,18 +89,7 @@ def best_time(fn, repeats: int):
 
 
 def run_sed_eval(classes, reference, estimated, durations):
-  import sed_eval  # pylint: disable=g-import-not-at-top
-  seg = sed_eval.sound_event.SegmentBasedMetrics(classes, time_resolution=1.0)
-  seg.empty_system_output_handling = "zero_score"
-  ev = sed_eval.sound_event.EventBasedMetrics(classes, t_collar=0.2, percentage_of_length=0.2,
-                                              empty_system_output_handling="zero_score")
-  for name, events in reference.items():
-    ref = [{"filename": name, "onset": e.onset, "offset": e.offset, "event_label": e.label}
-           for e in events]
-    est = [{"filename": name, "onset": e.onset, "offset": e.offset, "event_label": e.label}
-           for e in estimated.get(name, [])]
-    seg.evaluate(ref, est, durations[name])
-    ev.evaluate(ref, est)
+  seg, ev = references.run_sed_eval(reference, estimated, classes, durations)
   return {
       "segment_f1_micro": seg.results_overall_metrics()["f_measure"]["f_measure"],
       "segment_f1_macro": seg.results_class_wise_average_metrics()["f_measure"]["f_measure"],

@@ -13,6 +13,7 @@ import pytest
 
 from sed_jax.data import annotations
 from sed_jax.data.annotations import Event
+from sed_jax.evaluation import references
 from sed_jax.evaluation import score
 
 sed_eval = pytest.importorskip("sed_eval", reason="differential tests need the `test` extra")
@@ -57,20 +58,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def _sed_eval(reference, estimated, classes, durations=None, percentage_of_length=0.2):
-  """sed_eval run as DESED_task runs it: file by file over the reference files."""
-  seg = sed_eval.sound_event.SegmentBasedMetrics(classes, time_resolution=1.0)
-  seg.empty_system_output_handling = "zero_score"
-  ev = sed_eval.sound_event.EventBasedMetrics(
-      classes, t_collar=0.2, percentage_of_length=percentage_of_length,
-      empty_system_output_handling="zero_score")
-  for name, events in reference.items():
-    ref = [{"filename": name, "onset": e.onset, "offset": e.offset, "event_label": e.label}
-           for e in events]
-    est = [{"filename": name, "onset": e.onset, "offset": e.offset, "event_label": e.label}
-           for e in estimated.get(name, [])]
-    seg.evaluate(ref, est, None if durations is None else durations[name])
-    ev.evaluate(ref, est)
-  return seg, ev
+  return references.run_sed_eval(reference, estimated, classes, durations, percentage_of_length)
 
 
 def _close(a, b):
