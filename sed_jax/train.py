@@ -229,6 +229,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                pipeline.data_source(config.dataset, config.features, "train", prepare=True))
   builder = builders.make_builder(config.dataset, config.features)
   classes = list(builder.info.metadata["classes"])
+  if jax.process_index() == 0:  # What the outputs mean, for inference without the dataset.
+    with io_utils.atomic_write(workdir / "classes.json") as f:
+      json.dump(classes, f)
   model = model_from_config(config, len(classes))
   tx, schedule = make_optimizer(config.optim, config.total_steps)
   frames = pipeline.clip_frames(config.dataset, config.features)
@@ -298,6 +301,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     with io_utils.atomic_write(done) as f:
       json.dump(test, f, indent=2)
   return test
+
+
+def run_classes(workdir: str | Path, config=None) -> list[str]:
+  """The class names of a run's outputs (classes.json; else its dataset's metadata)."""
+  path = Path(workdir) / "classes.json"
+  if path.exists():
+    return json.loads(path.read_text())
+  if config is None:
+    config = ml_collections.ConfigDict(json.loads((Path(workdir) / "config.json").read_text()))
+  return list(builders.make_builder(config.dataset, config.features).info.metadata["classes"])
 
 
 def load_trained(workdir: str | Path, num_classes: int, which: str = "best"):

@@ -88,3 +88,32 @@ def test_a_changed_teacher_stops_distillation_with_its_name(experiment):
   with pytest.raises(distill.StaleCacheError, match="xception changed"):
     distill.build_cache(config, [teacher_cache.Teacher(n, str(workdir / "teachers" / n))
                                  for n in config.teachers])
+
+
+def test_detect_on_a_long_stereo_44k_file(experiment, tmp_path):
+  """detect: a 35-s stereo 44.1-kHz file → a valid strong TSV and frame scores."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  from sed_jax import detect  # pylint: disable=g-import-not-at-top
+  from sed_jax.data import annotations  # pylint: disable=g-import-not-at-top
+  from sed_jax.data import synth  # pylint: disable=g-import-not-at-top
+  _, workdir, _ = experiment
+  audio, _ = synth.synth_clip(5, duration=35.0, sample_rate=44100)
+  sf.write(tmp_path / "long.wav", np.stack([audio, 0.5 * audio], 1), 44100)
+  name, runs = detect.model_runs(workdir, None)
+  assert name == "student_kd_class_weighted" and runs == [workdir / "students" /
+                                                          "kd_class_weighted"]
+  detector = detect.Detector(runs, overlap_s=0.5, batch_size=4)
+  probs = detector.frame_probs(tmp_path / "long.wav")
+  assert probs.shape == (437, 10) and np.isfinite(probs).all()  # 35 s / 80 ms.
+  assert ((probs >= 0) & (probs <= 1)).all()
+  proc = subprocess.run(
+      [sys.executable, "-m", "sed_jax.detect", f"--workdir={workdir}", "--model=ensemble",
+       f"--out={tmp_path / 'events.tsv'}", f"--scores_dir={tmp_path / 'scores'}",
+       str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  events = annotations.read_strong_tsv(tmp_path / "events.tsv", detector.classes)
+  assert list(events) == ["long.wav"]
+  assert all(0 <= e.onset < e.offset <= 35.0 for e in events["long.wav"])
+  assert len((tmp_path / "scores" / "long.tsv").read_text().splitlines()) == 438
