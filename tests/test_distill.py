@@ -95,16 +95,16 @@ def test_detect_on_a_long_stereo_44k_file(experiment, tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import soundfile as sf  # pylint: disable=g-import-not-at-top
-  from sed_jax import detect  # pylint: disable=g-import-not-at-top
+  from sed_jax import inference  # pylint: disable=g-import-not-at-top
   from sed_jax.data import annotations  # pylint: disable=g-import-not-at-top
   from sed_jax.data import synth  # pylint: disable=g-import-not-at-top
   _, workdir, _ = experiment
   audio, _ = synth.synth_clip(5, duration=35.0, sample_rate=44100)
   sf.write(tmp_path / "long.wav", np.stack([audio, 0.5 * audio], 1), 44100)
-  name, runs = detect.model_runs(workdir, None)
+  name, runs = inference.model_runs(workdir, None)
   assert name == "student_kd_class_weighted" and runs == [workdir / "students" /
                                                           "kd_class_weighted"]
-  detector = detect.Detector(runs, overlap_s=0.5, batch_size=4)
+  detector = inference.Detector(runs, overlap_s=0.5, batch_size=4)
   probs = detector.frame_probs(tmp_path / "long.wav")
   assert probs.shape == (437, 10) and np.isfinite(probs).all()  # 35 s / 80 ms.
   assert ((probs >= 0) & (probs <= 1)).all()
@@ -117,3 +117,31 @@ def test_detect_on_a_long_stereo_44k_file(experiment, tmp_path):
   assert list(events) == ["long.wav"]
   assert all(0 <= e.onset < e.offset <= 35.0 for e in events["long.wav"])
   assert len((tmp_path / "scores" / "long.tsv").read_text().splitlines()) == 438
+
+
+def test_evaluate_on_a_dcase_folder_agrees_with_the_metrics_module(experiment, tmp_path):
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  from sed_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from sed_jax.data import annotations  # pylint: disable=g-import-not-at-top
+  from sed_jax.data import synth  # pylint: disable=g-import-not-at-top
+  from sed_jax.evaluation import score  # pylint: disable=g-import-not-at-top
+  _, workdir, _ = experiment
+  (tmp_path / "audio").mkdir()
+  reference = {}
+  for i in range(3):
+    audio, events = synth.synth_clip(100 + i, duration=4.0, sample_rate=22050)
+    sf.write(tmp_path / "audio" / f"c{i}.flac", audio, 22050)
+    reference[f"c{i}.flac"] = events
+  annotations.write_strong_tsv(tmp_path / "strong.tsv", reference)
+  out = tmp_path / "out"
+  metrics = evaluate.evaluate_folder(workdir, "student_no_kd", tmp_path / "audio",
+                                     tmp_path / "strong.tsv", out, plots=1)
+  assert metrics["model"] == "student_no_kd"
+  estimated = annotations.read_strong_tsv(out / "events.tsv")
+  expected = score.score(reference, estimated, durations={f: 4.0 for f in reference},
+                         classes=metrics["classes"])
+  for key in ("segment_f1_micro", "segment_f1_macro", "segment_er", "event_f1_micro",
+              "event_f1_macro", "event_er"):
+    assert metrics[key] == pytest.approx(expected[key], abs=1e-9), key
+  assert json.loads((out / "metrics.json").read_text())["model"] == "student_no_kd"
+  assert (out / "event_roll_0.png").exists()

@@ -43,7 +43,8 @@ def reference_events(events: Sequence[Sequence[tuple[float, float, int]]],
 def score_predictions(frame_probs: np.ndarray, audio_ids: Sequence[str],
                       durations: Sequence[float], references: dict[str, list[Event]],
                       classes: Sequence[str], frame_hop_s: float, cfg) -> dict:
-  """Every metric of one split from frame probabilities [N, T_out, C] (padding frames included).
+  """Every metric of one split from frame probabilities [N, T_out, C] (padding frames included):
+  `score.score`'s segment_*/event_* keys and class_wise table, plus psds1/psds2.
 
   Frames past a clip's duration are ignored (`lengths`), so padded clips are scored only over
   their real audio.
@@ -55,9 +56,7 @@ def score_predictions(frame_probs: np.ndarray, audio_ids: Sequence[str],
       frame_probs, list(audio_ids), frame_hop_s, classes, threshold=cfg.threshold,
       median_window_s=median, lengths=lengths)
   dur = dict(zip(audio_ids, map(float, durations)))
-  result = score_lib.score(references, estimated, durations=dur, classes=list(classes))
-  out = {k: v for k, v in result.items() if k in METRICS or k in ("segment_er", "event_er")}
-  out["class_wise"] = result["class_wise"]
+  out = score_lib.score(references, estimated, durations=dur, classes=list(classes))
   if cfg.psds:
     # PSDS is defined over classes with ground truth (TPR needs events): score those columns.
     labels = {e.label for evs in references.values() for e in evs}
