@@ -10,6 +10,7 @@ command resumes from the workdir; a finished run is not redone.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app
@@ -25,6 +26,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and reports go "
                                "(default: runs/<config name>_<arguments>).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for "
+                                   "hand-started multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in that run.")
 
 JOBS = {"train": train.train_and_evaluate, "distill": distill.run}
 
@@ -42,8 +47,21 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(config_lib.unknown_override(base, argv) or f"Bad --config override: {e}")
 
 
+def initialize_distributed() -> None:
+  """JAX's multi-controller runtime, when the launcher asks for it (SED_JAX_DISTRIBUTED=1, as
+  launch/tpu_vm.sh sets on every TPU worker, or the explicit coordinator flags)."""
+  if _COORDINATOR.value:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  elif os.environ.get("SED_JAX_DISTRIBUTED") == "1":
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()  # Cluster details from the environment (TPU VMs, SLURM).
+
+
 def main(argv):
   del argv
+  initialize_distributed()
   metric_writers.quiet_library_logs()
   config = _CONFIG.value
   if config.job not in JOBS:
