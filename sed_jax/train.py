@@ -222,6 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     return json.loads(done.read_text())
   mesh = sharding.make_mesh()
   local_bs = sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.eval.batch_size, mesh, key="eval.batch_size")
   workdir.mkdir(parents=True, exist_ok=True)
   ckpt_lib.write_config(workdir, config)
 
