@@ -134,15 +134,20 @@ def unknown_override(config: ml_collections.ConfigDict, argv: list[str]) -> str 
   return None
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of a config file given as 'path/to/file.py[:arg]' (as --config takes)."""
-  path, _, arg = spec.partition(":")
+def load_config_module(path: str):
+  """The Python module of a config file (its get_config, and get_sweep if it has one)."""
   module_spec = importlib.util.spec_from_file_location("_sed_jax_config", path)
   if module_spec is None or not os.path.isfile(path):
     raise FileNotFoundError(f"Config file {path} not found.")
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return module
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file given as 'path/to/file.py[:arg]' (as --config takes)."""
+  path, _, arg = spec.partition(":")
+  return load_config_module(path).get_config(arg or None)
 
 
 def training_config(smoke: bool = False) -> ml_collections.ConfigDict:

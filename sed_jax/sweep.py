@@ -11,23 +11,20 @@ defined once, in the config file it sweeps.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 
 from absl import app
 from absl import flags
 
+from sed_jax import config_lib
+
 _CONFIG = flags.DEFINE_string("config", None, "Config file (configs/...py[:arg]).")
 
 
 def sweep_lines(spec: str) -> list[str]:
-  path, _, _ = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("_sed_jax_sweep_config", path)
-  if module_spec is None or not os.path.isfile(path):
-    raise FileNotFoundError(f"Config file {path} not found.")
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  """One line of `--config.<key>=<value>` overrides per run of the config's sweep."""
+  path = spec.partition(":")[0]
+  module = config_lib.load_config_module(path)
   if not hasattr(module, "get_sweep"):
     raise ValueError(f"{path} defines no get_sweep(); nothing to sweep.")
   return [" ".join(f"--config.{k}={v}" for k, v in run.items()) for run in module.get_sweep()]
