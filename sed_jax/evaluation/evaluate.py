@@ -65,6 +65,5 @@ def score_predictions(frame_probs: np.ndarray, audio_ids: Sequence[str],
       scores = postprocess.score_series(frame_probs[..., keep], list(audio_ids), frame_hop_s,
                                         lengths=lengths, median_window_s=median)
       present = [classes[i] for i in keep]
-      out["psds1"] = metrics.psds1(scores, references, dur, present)
-      out["psds2"] = metrics.psds2(scores, references, dur, present)
+      out["psds1"], out["psds2"] = metrics.psds1_and_psds2(scores, references, dur, present)
   return out

@@ -479,3 +479,22 @@ def test_psds_is_the_same_in_small_chunks(monkeypatch):
   for (c, s, g, d), expected in zip(sets, whole):
     result = metrics.psd_roc(s, g, d, c, **PSDS_SETTINGS["psds2"])
     assert result.psds == expected.psds and result.class_psds == expected.class_psds
+
+
+def test_psd_rocs_share_work_without_changing_results():
+  """psd_rocs (and psds1_and_psds2) compute the runs once for all settings: same numbers."""
+  rng = np.random.default_rng(11)
+  settings = list(PSDS_SETTINGS.values())
+  assert dict(metrics.PSDS1) == PSDS_SETTINGS["psds1"]
+  assert dict(metrics.PSDS2) == PSDS_SETTINGS["psds2"]
+  for _ in range(20):
+    classes, scores, ground_truth, durations = random_scores(rng)
+    shared = metrics.psd_rocs(scores, ground_truth, durations, classes, settings)
+    for setting, result in zip(settings, shared):
+      alone = metrics.psd_roc(scores, ground_truth, durations, classes, **setting)
+      assert result.psds == alone.psds and result.class_psds == alone.class_psds
+    assert metrics.psds1_and_psds2(scores, ground_truth, durations, classes) == (
+        metrics.psds1(scores, ground_truth, durations, classes),
+        metrics.psds2(scores, ground_truth, durations, classes))
+  with pytest.raises(TypeError):
+    metrics.psd_rocs(scores, ground_truth, durations, classes, [{"dtc": 0.5}])
