@@ -1,8 +1,9 @@
 """Audio loading and writing with errors that say which file is wrong and what to do.
 
-Everything that reads audio in sed_jax goes through `load_audio` / `audio_info`, so a corrupt or
-odd file in a dataset of thousands is reported by name instead of as a libsndfile traceback from
-deep inside a dataset builder. Every failure is an `AudioError` (a `ValueError`) whose message
+Everything that reads audio in sed_jax goes through `load_audio` / `stream_audio` / `audio_info`
+(one decoder: `load_audio` joins `stream_audio`'s blocks), so a corrupt or odd file in a dataset
+of thousands is reported by name instead of as a libsndfile traceback from deep inside a dataset
+builder. Every failure is an `AudioError` (a `ValueError`) whose message
 starts with the path.
 
 What `load_audio` accepts: wav, flac and ogg (vorbis/opus) files of any sample rate, channel count
@@ -126,6 +127,9 @@ def audio_info(path: PathLike) -> tuple[float, int, int]:
 def load_audio(path: PathLike, sample_rate: int) -> np.ndarray:
   """Loads a wav/flac/ogg file as mono float32 samples [n] at `sample_rate` Hz.
 
+  The whole file in memory: the concatenation of `stream_audio`'s blocks (bit-identical to
+  resampling the whole signal at once, as soxr's streaming and one-shot resamplers agree).
+
   Args:
     path: the audio file.
     sample_rate: the output rate in Hz; the file is resampled (soxr 'HQ') when its own rate
@@ -139,27 +143,90 @@ def load_audio(path: PathLike, sample_rate: int) -> np.ndarray:
       no frames or has non-finite samples. The message names the path and the fix.
     ValueError: `sample_rate` is not a positive integer (a caller bug, not a file problem).
   """
+  blocks = list(stream_audio(path, sample_rate, block_seconds=_LOAD_BLOCK_SECONDS))
+  return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+# Blocks in which `load_audio` reads (it keeps the whole file anyway; large blocks are faster).
+_LOAD_BLOCK_SECONDS = 600.0
+
+
+def stream_audio(path: PathLike, sample_rate: int,
+                 block_seconds: float = 10.0) -> Iterator[np.ndarray]:
+  """A file as consecutive mono float32 blocks at `sample_rate` Hz, read `block_seconds` at a time.
+
+  The same samples as `load_audio` (their concatenation is `load_audio`'s result, bit for bit)
+  with memory bounded by one block whatever the file's length: the file is decoded block by block,
+  mixed down to mono by the channel mean and resampled with soxr's streaming resampler. Blocks
+  are about `block_seconds` long (the resampler's delay makes the first shorter and adds a short
+  last one); none is empty.
+
+  The path, its extension and the header are checked (and `AudioError` raised) when this is
+  called; problems only the samples reveal are raised while iterating, after the blocks before
+  them have been yielded: non-finite samples (the file is still read to the end to count them, as
+  `load_audio` does), decoding errors, no frames, too short to resample.
+
+  Raises:
+    AudioError: as `load_audio`.
+    ValueError: `sample_rate` is not a positive integer or `block_seconds` is not positive.
+  """
   if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
     raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}.")
-  sample_rate = int(sample_rate)
-  p = _check_path(path)
-  with _soundfile_errors(p):
-    data, native_rate = sf.read(os.fspath(p), dtype="float32", always_2d=True)
-  if data.shape[0] == 0:
-    raise _error(p, "contains no audio (0 frames)", "Remove it from the dataset or restore it.")
-  finite = np.isfinite(data)
-  if not finite.all():
-    bad_frames = np.flatnonzero(~finite.all(axis=1))
-    raise _error(p, f"has {bad_frames.size} frame(s) with non-finite samples (NaN or inf), the "
-                 f"first at {bad_frames[0] / native_rate:.3f} s",
-                 "Re-export the audio from its source, or replace the bad samples with 0.")
-  mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+  if not block_seconds > 0:
+    raise ValueError(f"block_seconds must be positive, got {block_seconds!r}.")
+  p = pathlib.Path(path)
+  _, native_rate, _ = audio_info(p)  # The path and header checks.
+  block_frames = max(1, int(round(block_seconds * native_rate)))
+  return _stream(p, native_rate, int(sample_rate), block_frames)
+
+
+def _stream(p: pathlib.Path, native_rate: int, sample_rate: int,
+            block_frames: int) -> Iterator[np.ndarray]:
+  resampler = None
   if native_rate != sample_rate:
-    mono = soxr.resample(mono, native_rate, sample_rate, quality=_RESAMPLE_QUALITY)
-    if mono.shape[0] == 0:
-      raise _error(p, f"is too short ({data.shape[0]} frame(s) at {native_rate} Hz) to give one "
+    resampler = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32",
+                                    quality=_RESAMPLE_QUALITY)
+  frames_in = samples_out = bad_frames = 0
+  first_bad = None
+  with _soundfile_errors(p):
+    f = sf.SoundFile(os.fspath(p))
+  with f:
+    while True:
+      with _soundfile_errors(p):
+        data = f.read(block_frames, dtype="float32", always_2d=True)
+      if data.shape[0] == 0:
+        break
+      finite = np.isfinite(data).all(axis=1)
+      if bad_frames or not finite.all():
+        # From the first bad frame on, only count the bad frames for the error message.
+        bad = np.flatnonzero(~finite)
+        if first_bad is None and bad.size:
+          first_bad = frames_in + int(bad[0])
+        bad_frames += bad.size
+        frames_in += data.shape[0]
+        continue
+      frames_in += data.shape[0]
+      mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+      mono = np.ascontiguousarray(mono, dtype=np.float32)
+      if resampler is not None:
+        mono = resampler.resample_chunk(mono)
+      samples_out += mono.shape[0]
+      if mono.shape[0]:
+        yield mono
+  if bad_frames:
+    raise _error(p, f"has {bad_frames} frame(s) with non-finite samples (NaN or inf), the "
+                 f"first at {first_bad / native_rate:.3f} s",
+                 "Re-export the audio from its source, or replace the bad samples with 0.")
+  if frames_in == 0:
+    raise _error(p, "contains no audio (0 frames)", "Remove it from the dataset or restore it.")
+  if resampler is not None:
+    tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+    samples_out += tail.shape[0]
+    if samples_out == 0:
+      raise _error(p, f"is too short ({frames_in} frame(s) at {native_rate} Hz) to give one "
                    f"sample at {sample_rate} Hz", "Remove it from the dataset.")
-  return np.ascontiguousarray(mono, dtype=np.float32)
+    if tail.shape[0]:
+      yield np.ascontiguousarray(tail, dtype=np.float32)
 
 
 def write_audio(path: PathLike, audio: np.ndarray, sample_rate: int) -> None:

@@ -16,6 +16,8 @@ annotated event ever vanishes from the targets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Sequence
 
 import librosa
@@ -43,17 +45,58 @@ def output_frame_seconds(cfg) -> float:
 def log_mel(audio: np.ndarray, cfg) -> np.ndarray:
   """Log-mel spectrogram [T, n_mels] float32 of a mono clip at `cfg.sample_rate`.
 
-  Power mel spectrogram (Slaney mel scale and normalisation, librosa's defaults), then
-  `log(max(mel, cfg.log_floor))`: the floor keeps digital silence finite and bounds the dynamic
-  range the network has to cope with. Deterministic: the same audio gives bit-identical features.
+  Power mel spectrogram (Slaney mel scale and normalisation, librosa's defaults) of the centred
+  STFT with zero padding at both ends, then `log(max(mel, cfg.log_floor))`: the floor keeps
+  digital silence finite and bounds the dynamic range the network has to cope with.
+  Deterministic: the same audio gives bit-identical features. This is `stream_log_mel` of the
+  clip as one block (the one implementation of the front end).
   """
   audio = np.asarray(audio, dtype=np.float32)
   if audio.ndim != 1:
     raise ValueError(f"log_mel expects mono audio [n], got shape {audio.shape}.")
+  blocks = list(stream_log_mel([audio], cfg))
+  if not blocks:
+    return np.zeros((0, cfg.n_mels), np.float32)
+  return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def stream_log_mel(blocks: Iterable[np.ndarray], cfg) -> Iterator[np.ndarray]:
+  """`log_mel` of a long signal given as consecutive mono blocks, yielded as frame blocks.
+
+  The yielded [k, n_mels] blocks joined are `log_mel` of the joined samples (the same frames, to
+  float rounding: only how many frames go through one FFT/matmul call differs). Memory is bounded
+  by about two input blocks whatever the signal's length: a frame is computed once the block
+  after the one that completes it arrives (or at the end), from a buffer of the samples not yet
+  used. Blocks may have any length, including 0.
+  """
+  hop, n_fft = cfg.hop_length, cfg.n_fft
+  # buf[0] is sample `emitted * hop - n_fft // 2` (the left zero padding of the centred STFT).
+  buf = np.zeros(n_fft // 2, np.float32)
+  received = emitted = 0
+  for block in blocks:
+    block = np.asarray(block, dtype=np.float32)
+    if block.ndim != 1:
+      raise ValueError(f"stream_log_mel expects mono blocks [n], got shape {block.shape}.")
+    whole = 0 if buf.shape[0] < n_fft else 1 + (buf.shape[0] - n_fft) // hop
+    ready = min(whole, received // hop - emitted)
+    if ready > 0:
+      yield _log_mel_frames(buf[:(ready - 1) * hop + n_fft], cfg)
+      buf, emitted = buf[ready * hop:], emitted + ready
+    buf = np.concatenate([buf, block])
+    received += block.shape[0]
+  ready = received // hop - emitted
+  if ready > 0:
+    need = (ready - 1) * hop + n_fft
+    if buf.shape[0] < need:  # The right zero padding.
+      buf = np.concatenate([buf, np.zeros(need - buf.shape[0], np.float32)])
+    yield _log_mel_frames(buf[:need], cfg)
+
+
+def _log_mel_frames(samples: np.ndarray, cfg) -> np.ndarray:
+  """Log-mel [k, n_mels] of the frames `samples[i * hop : i * hop + n_fft]` (no padding)."""
   mel = librosa.feature.melspectrogram(
-      y=audio, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-      n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax, power=2.0, center=True)
-  mel = mel[:, :num_frames(audio.shape[0], cfg.hop_length)]
+      y=samples, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+      n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax, power=2.0, center=False)
   return np.log(np.maximum(mel, cfg.log_floor)).T.astype(np.float32)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -150,11 +151,13 @@ def _bad_files(tmp_path: pathlib.Path) -> dict[str, tuple[pathlib.Path, str]]:
 @pytest.mark.parametrize("case", [
     "missing", "directory", "empty", "truncated_header", "random_bytes", "text_as_flac",
     "zero_frames", "mp3", "txt", "no_extension", "symlink_loop", "broken_symlink"])
-@pytest.mark.parametrize("fn", ["load_audio", "audio_info"])
+@pytest.mark.parametrize("fn", ["load_audio", "audio_info", "stream_audio"])
 def test_bad_files_raise_audio_error_naming_the_path(tmp_path, case, fn):
   path, phrase = _bad_files(tmp_path)[case]
-  call = (lambda: audio.load_audio(path, SR)) if fn == "load_audio" else (
-      lambda: audio.audio_info(path))
+  call = {"load_audio": lambda: audio.load_audio(path, SR),
+          "audio_info": lambda: audio.audio_info(path),
+          # The path and header are checked when stream_audio is called, before iterating.
+          "stream_audio": lambda: audio.stream_audio(path, SR)}[fn]
   with pytest.raises(audio.AudioError) as err:
     call()
   _assert_names(err, path)
@@ -204,6 +207,81 @@ def test_bad_sample_rate_is_a_caller_error(tmp_path, rate):
   path = _write(tmp_path / "a.wav", _sine(440, SR, 0.1), SR, "PCM_16")
   with pytest.raises(ValueError, match="sample_rate"):
     audio.load_audio(path, rate)
+  with pytest.raises(ValueError, match="sample_rate"):
+    audio.stream_audio(path, rate)
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def _noise(rate: int, frames: int, channels: int) -> np.ndarray:
+  return np.random.default_rng(frames).uniform(-0.5, 0.5, (frames, channels)).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate,frames,channels,block_seconds", [
+    (8000, 8000 * 3 + 7, 1, 0.25),
+    (44100, 44100 * 2 + 331, 2, 0.1),
+    (48000, 48000 * 2 + 1, 6, 0.3),
+    (SR, SR * 2 + 5, 2, 0.2),       # Same rate: no resampler.
+    (22050, 999, 1, 10.0),          # One block.
+])
+def test_stream_blocks_join_to_load_audio_bit_for_bit(tmp_path, rate, frames, channels,
+                                                      block_seconds):
+  path = _write(tmp_path / "a.wav", _noise(rate, frames, channels), rate, "FLOAT")
+  blocks = list(audio.stream_audio(path, SR, block_seconds=block_seconds))
+  assert all(b.dtype == np.float32 and b.ndim == 1 and b.size > 0 for b in blocks)
+  whole = audio.load_audio(path, SR)
+  assert whole.shape == (round(frames * SR / rate),)
+  np.testing.assert_array_equal(np.concatenate(blocks), whole)
+  if block_seconds < 1:
+    assert len(blocks) >= frames / rate / block_seconds - 1
+    assert max(b.size for b in blocks) <= 2 * block_seconds * SR
+
+
+def test_stream_non_finite_after_the_first_blocks(tmp_path):
+  x = _sine(440, SR, 2.0)
+  x[[20000, 20001, 30000]] = np.nan
+  path = _write(tmp_path / "nan.wav", x, SR, "FLOAT")
+  stream = audio.stream_audio(path, SR, block_seconds=0.5)
+  assert next(stream).size == 8000  # What comes before the bad block is yielded.
+  with pytest.raises(audio.AudioError) as err:
+    list(stream)
+  # The same message as load_audio's: every bad frame counted, the first located.
+  assert str(err.value).startswith(f"{path}: has 3 frame(s) with non-finite samples (NaN or inf), "
+                                   "the first at 1.250 s")
+  with pytest.raises(audio.AudioError) as whole:
+    audio.load_audio(path, SR)
+  assert str(whole.value) == str(err.value)
+
+
+def test_stream_too_short_and_bad_block_seconds(tmp_path):
+  path = _write(tmp_path / "one.wav", np.full(1, 0.5, np.float32), 96000, "FLOAT")
+  with pytest.raises(audio.AudioError, match="one.wav: is too short"):
+    list(audio.stream_audio(path, SR))
+  with pytest.raises(ValueError, match="block_seconds"):
+    audio.stream_audio(path, SR, block_seconds=0)
+
+
+def _stream_peak(path: pathlib.Path) -> int:
+  tracemalloc.start()
+  try:
+    n = sum(b.size for b in audio.stream_audio(path, SR, block_seconds=1.0))
+    assert n > 0
+    return tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+
+
+def test_stream_memory_does_not_grow_with_the_file(tmp_path):
+  rate = 44100
+  minute = (0.1 * np.random.default_rng(0).standard_normal((rate * 60, 2))).astype(np.float32)
+  for name, minutes in (("short.flac", 1), ("long.flac", 2)):
+    with sf.SoundFile(tmp_path / name, "w", rate, 2, "PCM_16") as f:
+      for _ in range(minutes):
+        f.write(minute)
+  short, long = _stream_peak(tmp_path / "short.flac"), _stream_peak(tmp_path / "long.flac")
+  assert long < 1.1 * short + 50_000, (short, long)
+  assert long < 3 * rate * 2 * 4, (short, long)  # A few 1-s blocks, not 2 min (42 MB).
 
 
 # ----------------------------------------------------------------------------- writing

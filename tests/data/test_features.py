@@ -1,9 +1,13 @@
 """Log-mel features and the frame-target rule, edge cases included."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
+import soundfile as sf
 
 from sed_jax import config_lib
+from sed_jax.data import audio
 from sed_jax.data import features
 from sed_jax.data.annotations import Event
 
@@ -43,6 +47,73 @@ def test_log_mel_silence_is_floor_and_tone_lands_in_its_band(cfg):
 def test_log_mel_rejects_stereo(cfg):
   with pytest.raises(ValueError, match="mono"):
     features.log_mel(np.zeros((2, 100), np.float32), cfg)
+
+
+def test_log_mel_is_librosas_centred_stft_cut_to_the_time_grid(cfg):
+  import librosa  # pylint: disable=g-import-not-at-top
+  audio = np.random.default_rng(2).standard_normal(16000 + 123).astype(np.float32) * 0.1
+  mel = librosa.feature.melspectrogram(
+      y=audio, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
+      fmin=cfg.fmin, fmax=cfg.fmax, power=2.0, center=True, pad_mode="constant")
+  expected = np.log(np.maximum(mel[:, :16123 // cfg.hop_length], cfg.log_floor)).T
+  np.testing.assert_allclose(features.log_mel(audio, cfg), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [0, 319, 320, 700, 1991, 16000 * 3 + 321])
+@pytest.mark.parametrize("block", [1, 77, 320, 1024, 5000])
+def test_stream_log_mel_equals_log_mel(cfg, n, block):
+  audio = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.1
+  whole = features.log_mel(audio, cfg)
+  assert whole.shape == (n // cfg.hop_length, cfg.n_mels)
+  blocks = [audio[i:i + block] for i in range(0, n, block)]
+  blocks.insert(len(blocks) // 2, np.zeros(0, np.float32))  # Empty blocks are fine.
+  out = list(features.stream_log_mel(blocks, cfg))
+  assert all(b.dtype == np.float32 and b.shape[0] > 0 for b in out)
+  joined = np.concatenate(out) if out else np.zeros((0, cfg.n_mels), np.float32)
+  assert joined.shape == whole.shape
+  np.testing.assert_allclose(joined, whole, atol=1e-4)
+
+
+def test_stream_log_mel_rejects_stereo_blocks(cfg):
+  with pytest.raises(ValueError, match="mono"):
+    list(features.stream_log_mel([np.zeros((100, 2), np.float32)], cfg))
+
+
+@pytest.mark.parametrize("rate,channels", [(8000, 1), (44100, 2), (48000, 6)])
+def test_streamed_file_equals_the_whole_file(cfg, tmp_path, rate, channels):
+  """stream_audio → stream_log_mel equals load_audio → log_mel, for any rate and channels."""
+  n = rate * 3 + 137  # Odd length.
+  x = np.random.default_rng(rate).uniform(-0.5, 0.5, (n, channels)).astype(np.float32)
+  sf.write(tmp_path / "a.wav", x, rate, subtype="FLOAT")
+  whole = features.log_mel(audio.load_audio(tmp_path / "a.wav", cfg.sample_rate), cfg)
+  streamed = np.concatenate(list(features.stream_log_mel(
+      audio.stream_audio(tmp_path / "a.wav", cfg.sample_rate, block_seconds=0.37), cfg)))
+  assert streamed.shape == whole.shape == (round(n * 16000 / rate) // 320, 64)
+  np.testing.assert_allclose(streamed, whole, atol=1e-4)
+
+
+def _peak(path, cfg):
+  tracemalloc.start()
+  try:
+    frames = sum(b.shape[0] for b in features.stream_log_mel(
+        audio.stream_audio(path, cfg.sample_rate, block_seconds=1.0), cfg))
+    return frames, tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+
+
+def test_streaming_memory_does_not_grow_with_the_file(cfg, tmp_path):
+  rate = 48000
+  minute = (0.1 * np.random.default_rng(0).standard_normal((rate * 60, 2))).astype(np.float32)
+  for name, minutes in (("short.wav", 1), ("long.wav", 2)):
+    with sf.SoundFile(tmp_path / name, "w", rate, 2, "PCM_16") as f:
+      for _ in range(minutes):
+        f.write(minute)
+  (n_short, short), (n_long, long) = _peak(tmp_path / "short.wav", cfg), _peak(
+      tmp_path / "long.wav", cfg)
+  assert (n_short, n_long) == (3000, 6000)
+  assert long < 1.1 * short + 50_000, (short, long)
+  assert long < 120 * rate * 2 * 4 / 20, (short, long)  # Decoding it whole: 46 MB.
 
 
 def targets(events, n=10):
