@@ -1,11 +1,12 @@
 r"""Distillation step with cached teacher logits vs the same step running the teachers online.
 
-  python benchmarks/distill_step.py [--batch_size=16] [--steps=5] [--repeats=3]
+  python benchmarks/distill_step.py [--config=configs/student.py:scale=full] [--batch_size=16]
 
 Both sides run our real `train.train_step` (jit, donated state, multi-teacher KD loss) on the
-default student. "Cached" reads `teacher_logits` from the batch, as the teacher cache provides
-them; "online" first runs the K = 4 default teachers (resnet, densenet, inception, xception)
-forward, jitted, to produce those logits, then the same step. Alternating repetitions, median
+config's student. "Cached" reads `teacher_logits` from the batch, as the teacher cache provides
+them; "online" first runs the config's K = 4 teachers (resnet, densenet, inception, xception;
+by default at their full, accelerator size: `scale=cpu` gives the small teachers of the 2-core
+default run) forward, jitted, to produce those logits, then the same step. Alternating repetitions, median
 time per step. Last line: `result: cached_over_online <x> x`; full output in
 benchmarks/results/distill_step.json.
 """
@@ -28,14 +29,15 @@ from absl import flags
 from sed_jax import config_lib
 from sed_jax import losses
 from sed_jax import train
-from sed_jax.models import crnn
+from sed_jax import distill
 
+_CONFIG = flags.DEFINE_string("config", "configs/student.py:scale=full",
+                              "Student experiment config (its student, teachers and KD loss).")
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Global batch size.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Steps per timed repetition.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating repetitions per side.")
 
 RESULTS = Path(__file__).parent / "results" / "distill_step.json"
-TEACHERS = ("resnet", "densenet", "inception", "xception")
 T, F, C = 500, 64, 10
 
 
@@ -47,17 +49,18 @@ def main(argv):
   batch = dict(log_mel=rng.standard_normal((b, T, F)).astype(np.float32), strong=strong,
                weak=strong.max(1), has_strong=np.ones(b, bool), has_weak=np.ones(b, bool),
                frame_mask=np.ones((b, T // 4), bool))
-  cfg = config_lib.load_config(str(Path(__file__).parents[1] / "configs" / "student.py"))
+  cfg = config_lib.load_config(_CONFIG.value)
   cfg.loss.alpha = cfg.kd.alpha
+  names = list(cfg.teachers)
   student = train.model_from_config(cfg, C)
   tx, _ = train.make_optimizer(cfg.optim, 1000)
   state = train.init_state(student, tx, jax.random.key(0), (1, T, F))
-  weights, mode = losses.teacher_weights("mean_prob", list(TEACHERS), C)
+  weights, mode = losses.teacher_weights("mean_prob", names, C)
   step = jax.jit(functools.partial(train.train_step, model=student, tx=tx, loss_cfg=cfg.loss,
                                    kd_weights=weights, kd_mode=mode), donate_argnums=(0,))
   teachers = []
-  for arch in TEACHERS:
-    model = crnn.make_model(arch, C)
+  for arch in names:
+    model = train.model_from_config(distill.teacher_config(cfg, arch), C)
     variables = model.init(jax.random.key(1), jnp.zeros((1, T, F)), train=False)
     teachers.append((model, variables))
 
@@ -94,7 +97,7 @@ def main(argv):
   ratio = med["online"] / med["cached"]
   out = dict(machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
                           backend=jax.default_backend()),
-             batch_size=b, teachers=list(TEACHERS), steps=_STEPS.value, repeats=_REPEATS.value,
+             config=_CONFIG.value, batch_size=b, teachers=names, steps=_STEPS.value, repeats=_REPEATS.value,
              seconds_per_step=med, examples_per_s={k: b / v for k, v in med.items()},
              cached_over_online=ratio, all_times=times)
   RESULTS.parent.mkdir(parents=True, exist_ok=True)

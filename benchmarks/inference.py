@@ -1,10 +1,12 @@
 r"""Inference speed on one CPU thread: the student vs the teacher ensemble, and real-time factor.
 
-  python benchmarks/inference.py [--batch_size=8] [--repeats=5]
+  python benchmarks/inference.py [--config=configs/student.py:scale=full] [--batch_size=8]
 
 Both run jitted forward passes on 10-s clips ([B, 500, 64] log-mel) with XLA restricted to one
-thread (set before JAX starts). The ensemble is the four default teachers (resnet, densenet,
-inception, xception), run one after the other as the teacher ensemble of results.json is. The
+thread (set before JAX starts). The student and the teachers are the config's; the ensemble is
+its four teachers (resnet, densenet, inception, xception; by default at their full size:
+`scale=cpu` gives the small teachers of the 2-core default run), run one after the other as the
+teacher ensemble of results.json is. The
 real-time factor is seconds of audio processed per second of compute (features excluded: log-mel
 costs ~3 ms per 10-s clip, see README). Last line: `result: student_over_ensemble <x> x`; full
 output in benchmarks/results/inference.json.
@@ -31,18 +33,21 @@ import numpy as np  # pylint: disable=wrong-import-position
 from absl import app  # pylint: disable=wrong-import-position
 from absl import flags  # pylint: disable=wrong-import-position
 
-from sed_jax.models import crnn  # pylint: disable=wrong-import-position
+from sed_jax import config_lib  # pylint: disable=wrong-import-position
+from sed_jax import distill  # pylint: disable=wrong-import-position
+from sed_jax import train  # pylint: disable=wrong-import-position
 
+_CONFIG = flags.DEFINE_string("config", "configs/student.py:scale=full",
+                              "Student experiment config (its student and teachers).")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Clips per call.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Alternating timed repetitions per side.")
 
 RESULTS = Path(__file__).parent / "results" / "inference.json"
-TEACHERS = ("resnet", "densenet", "inception", "xception")
 T, F, C, CLIP_S = 500, 64, 10, 10.0
 
 
-def forward(arch: str):
-  model = crnn.make_model(arch, C)
+def forward(model_config):
+  model = train.model_from_config(model_config, C)
   variables = model.init(jax.random.key(0), jnp.zeros((1, T, F)), train=False)
   fn = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
   return lambda x: fn(variables, x)
@@ -51,8 +56,9 @@ def forward(arch: str):
 def main(argv):
   del argv
   x = np.random.default_rng(0).standard_normal((_BATCH.value, T, F)).astype(np.float32)
-  student = forward("student")
-  teachers = [forward(a) for a in TEACHERS]
+  cfg = config_lib.load_config(_CONFIG.value)
+  student = forward(cfg)
+  teachers = [forward(distill.teacher_config(cfg, a)) for a in cfg.teachers]
   sides = {
       "student": lambda: jax.block_until_ready(student(x)),
       "ensemble": lambda: jax.block_until_ready([t(x) for t in teachers]),
@@ -71,7 +77,7 @@ def main(argv):
   ratio = med["ensemble"] / med["student"]
   out = dict(machine=dict(cpus=os.cpu_count(), platform=platform.platform(), threads=1,
                           xla_flags=os.environ["XLA_FLAGS"]),
-             batch_size=_BATCH.value, clip_seconds=CLIP_S, teachers=list(TEACHERS),
+             batch_size=_BATCH.value, clip_seconds=CLIP_S, config=_CONFIG.value, teachers=list(cfg.teachers),
              seconds_per_batch=med, clips_per_s=clips_per_s, real_time_factor=rtf,
              student_over_ensemble=ratio, all_times=times)
   RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -104,18 +104,30 @@ def kd_combination(config, cache) -> tuple[np.ndarray, str]:
   return np.asarray(w), mode
 
 
-def train_students(config, workdir: Path, cache) -> dict[str, dict[str, Any]]:
-  """The no-KD baseline and the KD student (same architecture, steps and seed)."""
-  out = {"no_kd": train.train_and_evaluate(student_config(config, 0.0),
-                                           workdir / "students" / "no_kd")}
+def student_name(strategy: str | None) -> str:
+  """Run name of a student: `no_kd`, or `kd_<strategy>` (':' of single:<t> made '_')."""
+  return "no_kd" if strategy is None else "kd_" + strategy.replace(":", "_")
+
+
+def train_student(config, run_dir: Path, cache=None) -> dict[str, Any]:
+  """One student run: the no-KD baseline without a `cache`, else distilled from it with
+  `config.kd` (strategy, α, T, unlabeled data). Returns its test metrics; a finished run is not
+  trained again (the ablation benchmark reuses the main job's students this way)."""
+  if cache is None:
+    return train.train_and_evaluate(student_config(config, 0.0), run_dir)
   sources = [cache.as_data_source("train")]
   if config.kd.use_unlabeled and "unlabeled" in cache.info.splits:
     sources.append(cache.as_data_source("unlabeled"))
-  name = "kd_" + config.kd.strategy.replace(":", "_")
-  out[name] = train.train_and_evaluate(
-      student_config(config, config.kd.alpha), workdir / "students" / name,
-      train_source=pipeline.ConcatSource(sources), kd=kd_combination(config, cache))
-  return out
+  return train.train_and_evaluate(student_config(config, config.kd.alpha), run_dir,
+                                  train_source=pipeline.ConcatSource(sources),
+                                  kd=kd_combination(config, cache))
+
+
+def train_students(config, workdir: Path, cache) -> dict[str, dict[str, Any]]:
+  """The no-KD baseline and the KD student (same architecture, steps and seed)."""
+  kd = student_name(config.kd.strategy)
+  return {"no_kd": train_student(config, workdir / "students" / "no_kd"),
+          kd: train_student(config, workdir / "students" / kd, cache)}
 
 
 def predict_run(run_dir: str | Path, classes, source, config) -> tuple[np.ndarray, dict]:

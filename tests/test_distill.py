@@ -145,3 +145,39 @@ def test_evaluate_on_a_dcase_folder_agrees_with_the_metrics_module(experiment, t
     assert metrics[key] == pytest.approx(expected[key], abs=1e-9), key
   assert json.loads((out / "metrics.json").read_text())["model"] == "student_no_kd"
   assert (out / "event_roll_0.png").exists()
+
+
+def _load_benchmark(name):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(f"_bench_{name}",
+                                                os.path.join(ROOT, "benchmarks", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_kd_ablation_reuses_the_main_job_and_adds_seeds(experiment):
+  config, workdir, results = experiment
+  ablation = _load_benchmark("kd_ablation")
+  out = ablation.run_ablation(config, workdir, [0, 1], ["class_weighted"], with_grid=False)
+  arms = {a["arm"]: a for a in out["arms"]}
+  best = out["best_teacher"]
+  assert best in config.teachers
+  assert list(arms)[:3] == ["no KD", f"single:{best} (best teacher)", "multi: class_weighted"]
+  assert arms["no KD"]["runs"] == ["no_kd", "no_kd_seed1"]
+  # Seed 0 of the main comparison is the main job's students, reused as they were.
+  main_rows = {r["name"]: r for r in results["models"]}
+  assert arms["no KD"]["metrics"][0]["event_f1_macro"] == main_rows["student_no_kd"]["event_f1"]
+  assert (arms["multi: class_weighted"]["metrics"][0]["event_f1_macro"]
+          == main_rows["student_kd_class_weighted"]["event_f1"])
+  # Another seed is another student (its own init and data order), same teachers.
+  seed1 = json.loads((workdir / "students" / "no_kd_seed1" / "config.json").read_text())
+  assert seed1["seed"] == 1
+  grid = ablation.grid(config)  # One-seed runs around the KD student (not trained here).
+  assert {k for _, _, o in grid for k in o} == {"temperature", "alpha", "use_unlabeled"}
+  assert all(config.kd[k] != v for _, _, o in grid for k, v in o.items())
+  assert ablation.run_name("class_weighted", dict(temperature=4.0), 1, 0) == (
+      "kd_class_weighted_temperature4_seed1")
+  table = ablation.markdown(out["arms"], out["teachers"], config)
+  assert "| no KD | 2 |" in table and " ± " in table
+  assert isinstance(ablation.kd_gain(out["arms"], ["class_weighted"]), float)
