@@ -135,10 +135,10 @@ class FrontEnd(nn.Module):
 
   # Helpers for the subclasses' stems.
   def conv_bn_relu(self, x: Array, features: int, train: bool, name: str) -> Array:
-    x = nn.Conv(features, (3, 3), use_bias=False, dtype=self.dtype,
-                param_dtype=self.param_dtype, name=f"{name}_conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name=f"{name}_bn")(x)
+    x = layers.Conv(features, (3, 3), use_bias=False, dtype=self.dtype,
+                    param_dtype=self.param_dtype, name=f"{name}_conv")(x)
+    x = layers.BatchNorm(use_running_average=not train, dtype=self.dtype,
+                         param_dtype=self.param_dtype, name=f"{name}_bn")(x)
     return nn.relu(x)
 
   def block_kwargs(self) -> dict[str, Any]:
@@ -275,8 +275,8 @@ class CRNN(nn.Module):
       raise ValueError(f"unknown pooling {self.pooling!r}; known: {', '.join(POOLINGS)}")
     x = x.astype(jnp.float32)
     if self.input_norm:
-      x = nn.BatchNorm(use_running_average=not train, axis=-1, dtype=jnp.float32,
-                       param_dtype=self.param_dtype, name="input_norm")(x)
+      x = layers.BatchNorm(use_running_average=not train, dtype=jnp.float32,
+                           param_dtype=self.param_dtype, name="input_norm")(x)
     h = self.frontend(x.astype(self.dtype), train=train)
     t_out = x.shape[1] // self.frontend.time_pool
     if t_out < 1:

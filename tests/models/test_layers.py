@@ -1,7 +1,9 @@
-"""GRU against a step-by-step numpy reference, the scan's structure, and the pooling helpers."""
+"""GRU against a step-by-step numpy reference, the scan's structure, the pooling helpers, and
+the CPU paths of convolution, pooling and BatchNorm against the lax / flax ops they replace."""
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 from jax.extend import core as jex_core
 import jax.numpy as jnp
@@ -136,3 +138,87 @@ def test_pool_stage_halves_frequency_until_one_bin_and_floors_time():
   x = jnp.zeros((1, 18, 3, 2))
   assert layers.pool_stage(x, 4).shape == (1, 4, 1, 2)
   assert layers.pool_stage(jnp.zeros((1, 18, 1, 2)), 2, "avg").shape == (1, 9, 1, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The CPU paths of convolution, pooling and BatchNorm against the lax / flax ops they replace.
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _values_and_grads(f, *args):
+  """f(*args) and the gradients of a random projection of it w.r.t. every argument."""
+  out = f(*args)
+  cotangent = jax.random.normal(jax.random.key(7), out.shape, out.dtype)
+  return out, jax.grad(lambda *a: jnp.sum(f(*a) * cotangent), argnums=tuple(range(len(args))))(
+      *args)
+
+
+def _assert_close(got, want):
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5), got, want)
+
+
+@pytest.mark.parametrize("kernel_shape,groups", [
+    ((1, 1, 3, 4), 1),  # pointwise: a matmul
+    ((3, 3, 1, 3), 3),  # depthwise: shifted sums
+    ((3, 3, 1, 4), 1),  # one input channel: im2col
+    ((1, 3, 1, 2), 1),  # an uneven window, im2col
+    ((3, 3, 2, 4), 1),  # too deep for im2col: XLA's convolution
+])
+def test_conv_paths_match_lax_conv(kernel_shape, groups):
+  x = jax.random.normal(jax.random.key(0), (2, 5, 4, kernel_shape[2] * groups))
+  kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+  dn = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, _NHWC)
+  want = _values_and_grads(lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), "SAME", dimension_numbers=dn, feature_group_count=groups), x, kernel)
+  _assert_close(_values_and_grads(lambda x, k: layers._cpu_conv(x, k, groups), x, kernel), want)
+  _assert_close(_values_and_grads(lambda x, k: layers.conv_general_dilated(
+      x, k, (1, 1), "SAME", dimension_numbers=dn, feature_group_count=groups), x, kernel), want)
+
+
+def test_conv_module_has_the_parameters_of_nn_conv():
+  x = jax.random.normal(jax.random.key(0), (1, 4, 4, 2))
+  for kwargs in (dict(features=3, kernel_size=(3, 3)),
+                 dict(features=2, kernel_size=(3, 3), feature_group_count=2, use_bias=False)):
+    ours = layers.Conv(**kwargs).init(jax.random.key(1), x)
+    theirs = nn.Conv(**kwargs).init(jax.random.key(1), x)
+    _assert_close(ours, theirs)
+    np.testing.assert_allclose(layers.Conv(**kwargs).apply(ours, x),
+                               nn.Conv(**kwargs).apply(theirs, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("window", [(2, 2), (1, 2), (3, 1)])
+def test_window_pool_matches_flax_pooling(kind, window):
+  x = jax.random.normal(jax.random.key(0), (2, 7, 5, 3))  # Odd sizes: remainders are dropped.
+  flax_pool = nn.max_pool if kind == "max" else nn.avg_pool
+  want = _values_and_grads(lambda x: flax_pool(x, window, strides=window, padding="VALID"), x)
+  _assert_close(_values_and_grads(lambda x: layers.window_pool(x, window, kind), x), want)
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 5), (2, 3, 4, 3)])
+def test_batchnorm_matches_flax_batchnorm(shape):
+  x = jax.random.normal(jax.random.key(0), shape) * 2.0 + 1.0
+  params = {"scale": jax.random.normal(jax.random.key(1), shape[-1:]),
+            "bias": jax.random.normal(jax.random.key(2), shape[-1:])}
+  stats = {"mean": jnp.full(shape[-1:], 0.5), "var": jnp.full(shape[-1:], 2.0)}
+  ours, theirs = layers.BatchNorm(), nn.BatchNorm()
+  assert (jax.tree.structure(ours.init(jax.random.key(3), x, use_running_average=False))
+          == jax.tree.structure(theirs.init(jax.random.key(3), x, use_running_average=False)))
+
+  def train(module):
+    def f(params, x):
+      y, updates = module.apply({"params": params, "batch_stats": stats}, x,
+                                use_running_average=False, mutable=["batch_stats"])
+      return y, updates["batch_stats"]
+    return f
+
+  want_y, want_stats = train(theirs)(params, x)
+  got_y, got_stats = train(ours)(params, x)
+  _assert_close((got_y, got_stats), (want_y, want_stats))
+  _assert_close(_values_and_grads(lambda p, x: train(ours)(p, x)[0], params, x),
+                _values_and_grads(lambda p, x: train(theirs)(p, x)[0], params, x))
+  variables = {"params": params, "batch_stats": stats}
+  np.testing.assert_allclose(ours.apply(variables, x, use_running_average=True),
+                             theirs.apply(variables, x, use_running_average=True),
+                             rtol=1e-5, atol=1e-5)
