@@ -1,0 +1,185 @@
+r"""Train-step throughput of our JAX step against an equivalent PyTorch CRNN, in one run.
+
+  python benchmarks/train_step.py [--models=gated,student] [--repeats=7] [--steps=2]
+
+For each model (default: the `gated` teacher, the cheapest of the five, at batch 16, then the
+default `student` at batch 64, the student config's batch size), on the CPU:
+- ours: `sed_jax.train.train_step` compiled as `train_and_evaluate` compiles it (jit, the state
+  donated), with the real optimiser (`train.make_optimizer(config_lib.optimizer_config())`:
+  AdamW, global-norm clipping, warmup-cosine schedule) and the real loss
+  (`losses.loss_config()`), on a batch laid out like `pipeline.device_batch`;
+- PyTorch: the twin of the same model (`benchmarks/torch_crnn.py`: same layers, same parameter
+  count, checked here) with AdamW, the same clipping, schedule and masked BCE.
+Both use every core of the machine (`torch.set_num_threads(os.cpu_count())`; XLA's CPU client
+runs one intra-op thread per core). After `--warmup` steps each, the two sides alternate
+`--repeats` times (which side goes first alternates too), `--steps` steps per repetition, so
+that load from other processes hits both alike in time; each side's throughput is the median
+over its repetitions, and the ratio is ours / PyTorch's (> 1: ours is faster). Load does not
+hit both alike in effect: PyTorch's OpenMP threads synchronise after every op and stall while
+another process holds a core, XLA's thread pool degrades more gently. To compare the two
+without that, pin the run to one core: `taskset -c 0 python benchmarks/train_step.py
+--threads=1`.
+
+Writes the full output to benchmarks/results/train_step.json; prints one
+`result: train_step_jax_over_torch_<model> <ratio> x` line per model, the student's last.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from sed_jax import config_lib
+from sed_jax import losses
+from sed_jax import train
+from sed_jax.models import crnn
+from sed_jax.models import summary
+
+sys.path.insert(0, str(Path(__file__).parent))
+import torch_crnn  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_MODELS = flags.DEFINE_list("models", ["gated", "student"],
+                            "Architectures to measure, in order (the last one's ratio is the "
+                            "final result line).")
+_BATCH = flags.DEFINE_list("batch_sizes", ["gated=16", "student=64"],
+                           "arch=batch size; other archs use 16.")
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed repetitions per side (alternating).")
+_STEPS = flags.DEFINE_integer("steps", 2, "Train steps per timed repetition.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per side before timing.")
+_THREADS = flags.DEFINE_integer("threads", 0, "PyTorch intra-op threads; 0 = os.cpu_count().")
+
+RESULTS = Path(__file__).parent / "results" / "train_step.json"
+NUM_CLASSES, FRAMES, MELS, TOTAL_STEPS = 10, 500, 64, 3000
+
+
+def make_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """A batch like `pipeline.device_batch` gives: 10-s clips, some strongly and some weakly
+  labelled, no padding."""
+  rng = np.random.default_rng(seed)
+  t_out = FRAMES // config_lib.feature_config().time_pool
+  has_strong = rng.random(batch_size) < 0.5
+  return dict(
+      log_mel=(rng.normal(size=(batch_size, FRAMES, MELS)) * 3 - 5).astype(np.float32),
+      strong=(rng.random((batch_size, t_out, NUM_CLASSES)) < 0.1).astype(np.float32),
+      weak=(rng.random((batch_size, NUM_CLASSES)) < 0.3).astype(np.float32),
+      has_strong=has_strong, has_weak=np.ones(batch_size, bool),
+      frame_mask=np.ones((batch_size, t_out), bool))
+
+
+class JaxSide:
+  """Our step, compiled as `train.train_and_evaluate` compiles it (single device)."""
+
+  def __init__(self, arch: str, batch: dict[str, np.ndarray]):
+    self.model = crnn.make_model(arch, NUM_CLASSES)
+    self.tx, _ = train.make_optimizer(config_lib.optimizer_config(), TOTAL_STEPS)
+    self.state = jax.jit(functools.partial(train.init_state, self.model, self.tx,
+                                           input_shape=(1, FRAMES, MELS)))(jax.random.key(0))
+    self.params = summary.count_params(self.state.params)
+    self.step_fn = jax.jit(functools.partial(train.train_step, model=self.model, tx=self.tx,
+                                             loss_cfg=losses.loss_config()),
+                           donate_argnums=(0,))
+    self.batch = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()})
+    start = time.perf_counter()
+    self.run(1)
+    self.first_step_s = time.perf_counter() - start  # Mostly compilation.
+
+  def run(self, steps: int) -> float:
+    """Seconds for `steps` steps (dispatch is asynchronous: wait for the last one's output)."""
+    start = time.perf_counter()
+    for _ in range(steps):
+      self.state, metrics = self.step_fn(self.state, self.batch)
+    jax.block_until_ready((self.state, metrics))
+    if not bool(metrics["finite"]):
+      raise FloatingPointError("JAX step produced a non-finite loss")
+    return time.perf_counter() - start
+
+
+class TorchSide:
+  """The PyTorch twin and its step."""
+
+  def __init__(self, model: crnn.CRNN, batch: dict[str, np.ndarray]):
+    torch.manual_seed(0)
+    self.model = torch_crnn.from_flax(model, MELS)
+    self.params = torch_crnn.count_params(self.model)
+    self.step_fn = torch_crnn.TrainStep(self.model, config_lib.optimizer_config(),
+                                        losses.loss_config(), TOTAL_STEPS)
+    self.batch = {k: torch.from_numpy(v) for k, v in batch.items()}
+
+  def run(self, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+      metrics = self.step_fn(self.batch)
+    if not metrics["finite"]:
+      raise FloatingPointError("PyTorch step produced a non-finite loss")
+    return time.perf_counter() - start
+
+
+def measure(arch: str, batch_size: int) -> dict:
+  """Both sides of one model: warm-up, then alternating timed repetitions."""
+  batch = make_batch(batch_size)
+  ours = JaxSide(arch, batch)
+  theirs = TorchSide(ours.model, batch)
+  print(f"{arch}: parameters JAX {ours.params:,}, PyTorch {theirs.params:,}; batch {batch_size}; "
+        f"JAX first step (compilation) {ours.first_step_s:.1f} s", flush=True)
+  if ours.params != theirs.params:
+    raise AssertionError(f"{arch}: parameter counts differ ({ours.params} vs {theirs.params})")
+  ours.run(_WARMUP.value)
+  theirs.run(_WARMUP.value)
+  times = {"jax": [], "torch": []}
+  for r in range(_REPEATS.value):
+    order = (("jax", ours), ("torch", theirs)) if r % 2 == 0 else (("torch", theirs),
+                                                                   ("jax", ours))
+    for name, side in order:
+      times[name].append(side.run(_STEPS.value))
+  rates = {k: [_STEPS.value * batch_size / t for t in v] for k, v in times.items()}
+  jax_rate, torch_rate = (float(np.median(rates[k])) for k in ("jax", "torch"))
+  row = dict(arch=arch, batch_size=batch_size, params_jax=ours.params,
+             params_torch=theirs.params, jax_first_step_s=ours.first_step_s,
+             jax_examples_per_s=jax_rate, torch_examples_per_s=torch_rate,
+             ratio=jax_rate / torch_rate, jax_rates=rates["jax"], torch_rates=rates["torch"])
+  print(f"{arch}: JAX {jax_rate:.1f} ex/s, PyTorch {torch_rate:.1f} ex/s, "
+        f"JAX/PyTorch {row['ratio']:.2f}x  (per repetition: JAX "
+        f"{', '.join(f'{x:.1f}' for x in rates['jax'])}; PyTorch "
+        f"{', '.join(f'{x:.1f}' for x in rates['torch'])})", flush=True)
+  return row
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  threads = _THREADS.value or os.cpu_count()
+  torch.set_num_threads(threads)
+  batch_sizes = {}
+  for item in _BATCH.value:
+    arch, _, size = item.partition("=")
+    batch_sizes[arch] = int(size)
+  rows = [measure(arch, batch_sizes.get(arch, 16)) for arch in _MODELS.value]
+  out = dict(
+      command=" ".join(["python benchmarks/train_step.py", *sys.argv[1:]]),
+      machine=dict(platform=platform.platform(), python=platform.python_version(),
+                   cpu_count=os.cpu_count(), jax=jax.__version__, torch=torch.__version__,
+                   jax_devices=[str(d) for d in jax.devices()], torch_threads=threads,
+                   jax_threads="XLA CPU client default: one intra-op thread per core",
+                   xla_flags=os.environ.get("XLA_FLAGS", "")),
+      repeats=_REPEATS.value, steps_per_repeat=_STEPS.value, warmup_steps=_WARMUP.value,
+      models=rows)
+  RESULTS.parent.mkdir(parents=True, exist_ok=True)
+  RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+  for row in rows:
+    print(f"result: train_step_jax_over_torch_{row['arch']} {row['ratio']:.2f} x")
+
+
+if __name__ == "__main__":
+  app.run(main)
