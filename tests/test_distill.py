@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from sed_jax import ablation
 from sed_jax import config_lib
 from sed_jax import distill
 from sed_jax.data.builders import teacher_cache
@@ -147,18 +148,8 @@ def test_evaluate_on_a_dcase_folder_agrees_with_the_metrics_module(experiment, t
   assert (out / "event_roll_0.png").exists()
 
 
-def _load_benchmark(name):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(f"_bench_{name}",
-                                                os.path.join(ROOT, "benchmarks", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_kd_ablation_reuses_the_main_job_and_adds_seeds(experiment):
   config, workdir, results = experiment
-  ablation = _load_benchmark("kd_ablation")
   out = ablation.run_ablation(config, workdir, [0, 1], ["class_weighted"], with_grid=False)
   arms = {a["arm"]: a for a in out["arms"]}
   best = out["best_teacher"]

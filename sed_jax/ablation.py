@@ -1,0 +1,126 @@
+"""The KD ablation: which teacher signal helps the student, over seeds (benchmarks/kd_ablation.py).
+
+Main comparison, every seed: the student without KD, with single-teacher KD from the best
+teacher (highest mean validation F1 over classes, from the teacher cache's metadata: chosen
+without looking at the test split), and with multi-teacher KD for each combination strategy.
+The grid: one seed each of temperature, α and distillation without the unlabeled split around
+the config's KD student.
+
+Everything lives in the main job's workdir: the teachers and their cache are trained / built
+once (or reused), students go to `students/<arm>` for the config's seed (so the main job's two
+students are reused) and `students/<arm>_seed<s>` for the others; finished runs are skipped, so
+an ablation resumes after a kill. Only the student's seed changes between seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sed_jax import distill
+
+METRICS = (("event_f1_macro", "event F1"), ("segment_f1_macro", "segment F1"),
+           ("segment_er", "segment ER"), ("psds1", "PSDS1"), ("psds2", "PSDS2"))
+
+
+def best_teacher(cache) -> str:
+  """The teacher with the highest mean per-class validation F1 (cache metadata)."""
+  meta = cache.info.metadata["teachers"]
+  return max(meta, key=lambda t: float(np.mean(t["class_f1"])))["name"]
+
+
+def variant(config, **kd_overrides):
+  """`config` with some `kd.*` values (and `seed`) replaced."""
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    if "seed" in kd_overrides:
+      c.seed = kd_overrides.pop("seed")
+    for k, v in kd_overrides.items():
+      c.kd[k] = v
+  return c
+
+
+def arms(single: str, strategies: list[str]) -> list[tuple[str, str | None, dict]]:
+  """(arm label, KD strategy or None, kd overrides) of the main comparison."""
+  out = [("no KD", None, {}), (f"single:{single} (best teacher)", f"single:{single}", {})]
+  out += [(f"multi: {s}", s, {}) for s in strategies]
+  return out
+
+
+def grid(config) -> list[tuple[str, str, dict]]:
+  """(arm label, strategy, kd overrides) around the default KD student."""
+  s, kd = config.kd.strategy, config.kd
+  out = [(f"multi: {s}, T={t:g}", s, dict(temperature=t)) for t in (1.0, 4.0)
+         if t != kd.temperature]
+  out += [(f"multi: {s}, α={a:g}", s, dict(alpha=a)) for a in (0.25, 0.75) if a != kd.alpha]
+  if kd.use_unlabeled:
+    out.append((f"multi: {s}, no unlabeled data", s, dict(use_unlabeled=False)))
+  return out
+
+
+def run_name(strategy: str | None, overrides: dict, seed: int, base_seed: int) -> str:
+  name = distill.student_name(strategy)
+  for k, v in sorted(overrides.items()):
+    name += f"_{k}{v:g}" if isinstance(v, float) else f"_{k}{v}"
+  return name if seed == base_seed else f"{name}_seed{seed}"
+
+
+def mean_std(values: list[float]) -> str:
+  values = [v for v in values if v is not None]
+  if not values:
+    return "–"
+  if len(values) == 1:
+    return f"{values[0]:.3f}"
+  return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def markdown(rows: list[dict], teacher_rows: list[dict], config) -> str:
+  lines = [f"KD ablation on `{config.dataset.name}` (test split), student `{config.model.arch}`, "
+           f"{config.total_steps} steps at batch {config.batch_size}, T={config.kd.temperature:g}, "
+           f"α={config.kd.alpha:g}, unlabeled data {'on' if config.kd.use_unlabeled else 'off'} "
+           "unless the row says otherwise. Students: mean ± sample std over seeds.", "",
+           "| model | seeds | " + " | ".join(label for _, label in METRICS) + " |",
+           "|---|---:|" + "---:|" * len(METRICS)]
+  for r in teacher_rows + rows:
+    cells = [mean_std([m.get(k) for m in r["metrics"]]) for k, _ in METRICS]
+    lines.append(f"| {r['arm']} | {len(r['metrics'])} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def run_ablation(config, workdir: Path, seeds: list[int], strategies: list[str],
+                 with_grid: bool) -> dict:
+  """Trains (or reuses) every run of the plan; returns the arms with their runs' test metrics,
+  the teachers' rows and the best single teacher."""
+  teachers = distill.train_teachers(config, workdir)
+  cache = distill.build_cache(config, teachers)
+  single = best_teacher(cache)
+  print(f"teachers: {', '.join(t.name for t in teachers)}; best by validation F1: {single}",
+        flush=True)
+  plan = [(label, strategy, overrides, seed) for label, strategy, overrides in
+          arms(single, strategies) for seed in seeds]
+  if with_grid:
+    plan += [(label, strategy, overrides, config.seed)
+             for label, strategy, overrides in grid(config)]
+  results: dict[str, dict] = {}
+  for i, (label, strategy, overrides, seed) in enumerate(plan):
+    name = run_name(strategy, overrides, seed, config.seed)
+    c = variant(config, seed=seed, **overrides, **({"strategy": strategy} if strategy else {}))
+    print(f"[{i + 1}/{len(plan)}] {label}, seed {seed} → students/{name}", flush=True)
+    metrics = distill.train_student(c, workdir / "students" / name, cache if strategy else None)
+    arm = results.setdefault(label, dict(arm=label, strategy=strategy, overrides=overrides,
+                                         runs=[], metrics=[]))
+    arm["runs"].append(name)
+    arm["metrics"].append(metrics)
+  teacher_rows = [dict(arm=f"teacher {t.name}", metrics=[json.loads(
+      (Path(t.workdir) / "test_metrics.json").read_text())]) for t in teachers]
+  return dict(best_teacher=single, seeds=seeds, arms=list(results.values()),
+              teachers=teacher_rows)
+
+
+def kd_gain(arms_: list[dict], strategies: list[str]) -> float:
+  """Best multi-teacher strategy's mean test event-F1 minus the no-KD student's, in points."""
+  mean = {a["arm"]: float(np.mean([m["event_f1_macro"] for m in a["metrics"]])) for a in arms_}
+  return 100 * (max(mean[f"multi: {s}"] for s in strategies) - mean["no KD"])
