@@ -81,15 +81,18 @@ class FrontEnd(nn.Module):
   """stem -> per stage: block, pool_stage, dropout -> mean over frequency: [B, T', C]."""
 
   def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module], time_pools: Sequence[int],
-               dropout: float):
+               dropout: float, stem_pool: Sequence[int] = (1, 1)):
     super().__init__()
     self.stem = stem
+    self.stem_pool = tuple(stem_pool)
     self.blocks = nn.ModuleList(blocks)
     self.time_pools = tuple(time_pools)
     self.dropout = nn.Dropout(dropout)
 
   def forward(self, x):  # x: [B, T, F]
     x = self.stem(x[:, None])
+    if self.stem_pool != (1, 1):
+      x = F.max_pool2d(x, self.stem_pool, self.stem_pool)
     for block, t in zip(self.blocks, self.time_pools):
       x = self.dropout(pool_stage(block(x), t))
     return x.mean(dim=3).transpose(1, 2)
@@ -131,8 +134,12 @@ class CRNN(nn.Module):
     return frame_logits, clip_logits
 
 
+def _stem_pool(fe) -> tuple[int, int]:
+  return flax_crnn.stem_pool_factors(fe.stem_pool, fe.time_pool)
+
+
 def _time_pools(fe) -> list[int]:
-  return flax_layers.time_pool_factors(fe.time_pool, len(fe.widths))
+  return flax_layers.time_pool_factors(fe.time_pool // _stem_pool(fe)[0], len(fe.widths))
 
 
 def from_flax(model: flax_crnn.CRNN, mels: int = 64) -> CRNN:
@@ -156,7 +163,7 @@ def from_flax(model: flax_crnn.CRNN, mels: int = 64) -> CRNN:
       c = w
   else:
     raise NotImplementedError(f"no PyTorch twin for {type(fe).__name__}")
-  frontend = FrontEnd(stem, blocks, _time_pools(fe), fe.conv_dropout)
+  frontend = FrontEnd(stem, blocks, _time_pools(fe), fe.conv_dropout, _stem_pool(fe))
   return CRNN(frontend, mels, fe.widths[-1], model.num_classes, model.gru_features,
               model.gru_layers, model.dropout, model.input_norm)
 

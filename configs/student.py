@@ -17,20 +17,19 @@ from sed_jax import config_lib
 TEACHERS = ("resnet", "densenet", "inception", "xception")
 
 
-# Teachers and student sized for the default run on a 2-core CPU (`scale=cpu`): the teachers
-# keep their parameters (1.8 M each, in a 2 x 256 BiGRU) but run narrow convolutions at the
-# full time-frequency resolution, where a CPU spends its time; the student is the default one
-# with a narrower first block. `scale=full` uses every architecture's default (accelerator) size.
+# Teachers sized for the default run on a 2-core CPU (`scale=cpu`): they keep their parameters
+# (1.8 M each, most in a 2 x 256 BiGRU) but run narrow convolutions after pooling time and
+# frequency by 2 behind the stem, where a CPU spends most of a step (full-resolution memory
+# traffic, not FLOPs). `scale=full` uses every architecture's default (accelerator) size.
+_CPU = dict(stem_pool=[2, 2], gru_features=256)
 CPU_TEACHERS = dict(
-    resnet=dict(widths=[8, 16, 32, 64], stem_width=8, blocks_per_stage=1, gru_features=256),
+    resnet=dict(widths=[8, 16, 32, 64], stem_width=8, blocks_per_stage=1, **_CPU),
     densenet=dict(widths=[16, 32, 64, 96], layers_per_block=[1, 1, 2, 2], growth=[8, 16, 24, 32],
-                  gru_features=256),
-    inception=dict(widths=[8, 16, 32, 64, 96], stem_width=8, gru_features=256),
-    xception=dict(widths=[8, 16, 32, 64, 128], stem_width=8, convs_per_block=1,
-                  gru_features=256),
-    gated=dict(widths=[8, 16, 32, 64, 128, 128, 128], gru_features=256),
+                  **_CPU),
+    inception=dict(widths=[8, 16, 32, 64, 96], stem_width=8, **_CPU),
+    xception=dict(widths=[8, 16, 32, 64, 128], stem_width=8, convs_per_block=1, **_CPU),
+    gated=dict(widths=[8, 16, 32, 64, 128, 128, 128], **_CPU),
 )
-CPU_STUDENT = dict(widths=[16, 32, 48, 64], stem_width=8)
 SMOKE_TEACHERS = dict(
     resnet=dict(widths=[8, 16, 16, 16], stem_width=8, gru_features=16),
     densenet=dict(widths=[16, 16, 16, 16], growth=8, stem_width=8, gru_features=16),
@@ -51,12 +50,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.dataset = config_lib.dataset_config(arg.dataset, smoke=arg.smoke)
   c.features = config_lib.feature_config()
-  c.model = dict(arch="student", dtype="float32", overrides=CPU_STUDENT if cpu else {})
+  c.model = dict(arch="student", dtype="float32", overrides={})
   c.optim.lr = 3e-3
   if cpu:
-    c.update(dict(batch_size=32, total_steps=400, eval_every=200, checkpoint_every=100,
+    c.update(dict(batch_size=32, total_steps=300, eval_every=150, checkpoint_every=100,
                   log_every=25))
-    c.optim.warmup_steps = 40
+    c.optim.warmup_steps = 30
 
   c.report_clips = 3             # Test clips shown as event rolls in report.md.
   c.teachers = list(TEACHERS)
@@ -79,8 +78,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.teacher.arch_overrides = SMOKE_TEACHERS
   elif cpu:
     c.teacher.arch_overrides = CPU_TEACHERS
-    c.teacher.update(dict(batch_size=32, total_steps=300, eval_every=150, checkpoint_every=100,
-                          log_every=25))
+    c.teacher.update(dict(batch_size=16, total_steps=320, eval_every=160, checkpoint_every=100,
+                          log_every=40))
     c.teacher.optim.update(dict(lr=2e-3, warmup_steps=30))
   return c
 

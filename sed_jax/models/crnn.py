@@ -105,14 +105,30 @@ def per_stage(value: int | Sequence[int], num_stages: int, name: str) -> tuple[i
   return tuple(value)
 
 
+def stem_pool_factors(stem_pool: Sequence[int], time_pool: int) -> tuple[int, int]:
+  """(time, frequency) of a front-end's `stem_pool`, checked against its total `time_pool`."""
+  if len(stem_pool) != 2 or any(int(v) < 1 for v in stem_pool):
+    raise ValueError(f"stem_pool must be two positive ints (time, frequency), got {stem_pool!r}")
+  stem_time, stem_freq = (int(v) for v in stem_pool)
+  if time_pool % stem_time:
+    raise ValueError(f"stem_pool time factor {stem_time} does not divide time_pool {time_pool}")
+  return stem_time, stem_freq
+
+
 class FrontEnd(nn.Module):
   """Shared skeleton of the conv front-ends: add a channel axis, run `stages` (one per width,
   each followed by `pool_stage` and dropout), then average the remaining frequency bins into the
   channel axis. Averaging (not flattening) keeps the GRU input width independent of the number
-  of mel bands. Subclasses implement `stage(i, x, train)` and `stem(x, train)`."""
+  of mel bands. Subclasses implement `stage(i, x, train)` and `stem(x, train)`.
+
+  `stem_pool` = (time, frequency) pools right after the stem, before any stage: on a CPU the
+  full-resolution activations of the first stages cost most of a step (memory traffic, not
+  FLOPs), so the small models of the CPU configs pool there; its time factor counts towards
+  `time_pool`, which stays the front-end's total time pooling."""
 
   widths: Sequence[int] = ()
   time_pool: int = 4
+  stem_pool: Sequence[int] = (1, 1)
   conv_dropout: float = 0.2
   pool_kind: str = "max"
   dtype: Dtype = jnp.float32
@@ -128,7 +144,11 @@ class FrontEnd(nn.Module):
   def __call__(self, x: Array, train: bool = False) -> Array:
     layers.check_widths(f"{type(self).__name__}.widths", self.widths)
     x = self.stem(x[..., None].astype(self.dtype), train)
-    for i, t in enumerate(layers.time_pool_factors(self.time_pool, len(self.widths))):
+    stem_time, stem_freq = stem_pool_factors(self.stem_pool, self.time_pool)
+    if (stem_time, stem_freq) != (1, 1):
+      x = layers.window_pool(x, (stem_time, stem_freq), self.pool_kind)
+    stage_pools = layers.time_pool_factors(self.time_pool // stem_time, len(self.widths))
+    for i, t in enumerate(stage_pools):
       x = layers.pool_stage(self.stage(i, x, train), t, self.pool_kind)
       x = nn.Dropout(self.conv_dropout, deterministic=not train)(x)
     return jnp.mean(x, axis=2)
@@ -317,7 +337,8 @@ ARCHS: dict[str, tuple[type[FrontEnd], dict[str, Any], dict[str, Any]]] = {
     "inception": (InceptionFrontEnd, {}, {}),
     "xception": (XceptionFrontEnd, {}, {}),
     "student": (XceptionFrontEnd,
-                dict(widths=(32, 48, 64), stem_width=16, convs_per_block=1, conv_dropout=0.1),
+                dict(widths=(16, 32, 48, 64), stem_width=8, stem_pool=(2, 2), convs_per_block=1,
+                     conv_dropout=0.1),
                 dict(gru_features=32, gru_layers=1, dropout=0.1)),
 }
 TEACHERS = ("gated", "resnet", "densenet", "inception", "xception")

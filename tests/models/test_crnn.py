@@ -228,3 +228,17 @@ def test_summary_table():
   np.testing.assert_allclose(rows[1]["params_compression"], rows[0]["params"] / rows[1]["params"])
   table = summary.markdown_table(rows, (1, 16, 64)).splitlines()
   assert len(table) == 4 and table[2].startswith("| gated | teacher |")
+
+
+@pytest.mark.parametrize("stem_pool", [(2, 1), (4, 2), (1, 4)])
+def test_stem_pool_keeps_the_output_frame_rate(stem_pool):
+  """Pooling behind the stem counts towards `time_pool`: T // 4 output frames for any T
+  (checked with eval_shape: no compile)."""
+  model = _tiny("resnet", stem_pool=stem_pool)
+  for frames in (18, 21, 8):
+    x = jax.ShapeDtypeStruct((1, frames, 64), jnp.float32)
+    frame, _ = jax.eval_shape(lambda x: model.init_with_output(RNGS, x)[0], x)
+    assert frame.shape == (1, frames // 4, C)
+  with pytest.raises(ValueError, match="stem_pool time factor 3 does not divide time_pool 4"):
+    jax.eval_shape(lambda x: _tiny("resnet", stem_pool=(3, 1)).init(RNGS, x),
+                   jax.ShapeDtypeStruct(X_SHAPE, jnp.float32))
