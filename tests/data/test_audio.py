@@ -272,13 +272,19 @@ def _stream_peak(path: pathlib.Path) -> int:
     tracemalloc.stop()
 
 
+def write_noise_minutes(path, rate: int, minutes: int, channels: int = 2) -> None:
+  """A long noise file written a minute at a time (the test never holds all of it)."""
+  minute = (0.1 * np.random.default_rng(0).standard_normal((rate * 60, channels))).astype(
+      np.float32)
+  with sf.SoundFile(path, "w", rate, channels, "PCM_16") as f:
+    for _ in range(minutes):
+      f.write(minute)
+
+
 def test_stream_memory_does_not_grow_with_the_file(tmp_path):
   rate = 44100
-  minute = (0.1 * np.random.default_rng(0).standard_normal((rate * 60, 2))).astype(np.float32)
   for name, minutes in (("short.flac", 1), ("long.flac", 2)):
-    with sf.SoundFile(tmp_path / name, "w", rate, 2, "PCM_16") as f:
-      for _ in range(minutes):
-        f.write(minute)
+    write_noise_minutes(tmp_path / name, rate, minutes)
   short, long = _stream_peak(tmp_path / "short.flac"), _stream_peak(tmp_path / "long.flac")
   assert long < 1.1 * short + 50_000, (short, long)
   assert long < 3 * rate * 2 * 4, (short, long)  # A few 1-s blocks, not 2 min (42 MB).

@@ -10,6 +10,7 @@ from sed_jax import config_lib
 from sed_jax.data import audio
 from sed_jax.data import features
 from sed_jax.data.annotations import Event
+from tests.data import test_audio
 
 CLASSES = ("a", "b", "c")
 P = 0.08  # Output frame length at the defaults: 4 * 320 / 16000.
@@ -104,11 +105,8 @@ def _peak(path, cfg):
 
 def test_streaming_memory_does_not_grow_with_the_file(cfg, tmp_path):
   rate = 48000
-  minute = (0.1 * np.random.default_rng(0).standard_normal((rate * 60, 2))).astype(np.float32)
   for name, minutes in (("short.wav", 1), ("long.wav", 2)):
-    with sf.SoundFile(tmp_path / name, "w", rate, 2, "PCM_16") as f:
-      for _ in range(minutes):
-        f.write(minute)
+    test_audio.write_noise_minutes(tmp_path / name, rate, minutes)
   (n_short, short), (n_long, long) = _peak(tmp_path / "short.wav", cfg), _peak(
       tmp_path / "long.wav", cfg)
   assert (n_short, n_long) == (3000, 6000)
