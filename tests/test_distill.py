@@ -81,16 +81,6 @@ def test_rerun_reuses_every_stage(experiment):
   assert {p: p.stat().st_mtime for p in workdir.rglob("metrics.jsonl")} == before
 
 
-def test_a_changed_teacher_stops_distillation_with_its_name(experiment):
-  config, workdir, _ = experiment
-  teacher_cfg = distill.teacher_config(config, "xception")
-  test_teacher_cache.make_teacher(workdir / "teachers" / "xception", teacher_cfg, seed=9, step=99)
-  config.kd.strategy = "mean_prob"
-  with pytest.raises(distill.StaleCacheError, match="xception changed"):
-    distill.build_cache(config, [teacher_cache.Teacher(n, str(workdir / "teachers" / n))
-                                 for n in config.teachers])
-
-
 def test_detect_on_a_long_stereo_44k_file(experiment, tmp_path):
   """detect: a 35-s stereo 44.1-kHz file → a valid strong TSV and frame scores."""
   import subprocess  # pylint: disable=g-import-not-at-top
@@ -172,3 +162,14 @@ def test_kd_ablation_reuses_the_main_job_and_adds_seeds(experiment):
   table = ablation.markdown(out["arms"], out["teachers"], config)
   assert "| no KD | 2 |" in table and " ± " in table
   assert isinstance(ablation.kd_gain(out["arms"], ["class_weighted"]), float)
+
+
+def test_a_changed_teacher_stops_distillation_with_its_name(experiment):
+  """Last in the module: it replaces a teacher of the shared experiment."""
+  config, workdir, _ = experiment
+  teacher_cfg = distill.teacher_config(config, "xception")
+  test_teacher_cache.make_teacher(workdir / "teachers" / "xception", teacher_cfg, seed=9, step=99)
+  config.kd.strategy = "mean_prob"
+  with pytest.raises(distill.StaleCacheError, match="xception changed"):
+    distill.build_cache(config, [teacher_cache.Teacher(n, str(workdir / "teachers" / n))
+                                 for n in config.teachers])
