@@ -51,6 +51,10 @@ def main(argv) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   with io_utils.atomic_write(path.with_suffix(".md")) as f:
     f.write(table)
+  # Overall scalars per run (the class-wise tables stay in each run's test_metrics.json).
+  for row in out["arms"] + out["teachers"]:
+    row["metrics"] = [{k: v for k, v in m.items() if not isinstance(v, (dict, list))}
+                      for m in row["metrics"]]
   with io_utils.atomic_write(path.with_suffix(".json")) as f:
     json.dump(dict(command="python benchmarks/kd_ablation.py " + " ".join(sys.argv[1:]),
                    workdir=str(workdir), **out), f, indent=2)
