@@ -1,6 +1,8 @@
 """Teacher cache: logits read back equal the teachers' outputs; stale and mismatched teachers."""
 
 import json
+import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -84,6 +86,14 @@ def test_a_retrained_teacher_means_a_new_cache_and_is_named(setup, tmp_path):
   new = teacher_cache.make(config.dataset, config.features, teachers, batch_size=4)
   assert new.builder_config.name != cache.builder_config.name and not new.is_prepared()
   assert teacher_cache.find_stale(new) == ["gated"]
+  # The same teacher names trained in other run folders (another experiment sharing this
+  # data_dir) are another teacher set, not a stale one.
+  elsewhere = [teacher_cache.Teacher(t.name, str(tmp_path / t.name)) for t in teachers]
+  for t in elsewhere:
+    shutil.copytree(runs / t.name, t.workdir)
+  make_teacher(Path(elsewhere[1].workdir), config, seed=9, step=3)
+  other = teacher_cache.make(config.dataset, config.features, elsewhere, batch_size=4)
+  assert not other.is_prepared() and teacher_cache.find_stale(other) == []
 
 
 def test_a_teacher_with_another_frame_rate_is_refused_before_any_work(setup, tmp_path):

@@ -212,16 +212,23 @@ def make(data_cfg, feature_cfg, teachers: Sequence[Teacher], batch_size: int = 3
 
 def find_stale(cache: TeacherCache) -> list[str]:
   """Teachers whose checkpoint differs from the one an existing older cache of the same base
-  dataset and teacher names was built from (empty when there is no such cache)."""
+  dataset was built from: the same teacher names *trained in the same run folders* (empty when
+  there is no such cache).
+
+  Another experiment's teachers (other workdirs) sharing the TFDS data_dir are a different
+  teacher set, not a stale one: their cache lives beside this one under its own fingerprint.
+  """
   want = {t["name"]: t for t in cache.builder_config.params["teachers"]}
   root = Path(cache.data_dir).parents[1]
   changed: set[str] = set()
   for info in root.glob("cache-*/*/metadata.json"):
     meta = json.loads(info.read_text())
-    if meta.get("params", {}).get("base") != cache.builder_config.params["base"]:
+    params = meta.get("params", {})
+    if params.get("base") != cache.builder_config.params["base"]:
       continue
     old = {t["name"]: t for t in meta.get("teachers", [])}
-    if set(old) != set(want):
+    runs = {t["name"]: t.get("workdir") for t in params.get("teachers", [])}
+    if set(old) != set(want) or any(runs.get(n) != want[n]["workdir"] for n in want):
       continue
     changed |= {n for n in want if (old[n]["step"], old[n]["hash"]) !=
                 (want[n]["step"], want[n]["hash"])}
