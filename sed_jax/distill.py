@@ -148,12 +148,24 @@ def predict_run(run_dir: str | Path, classes, source, config) -> tuple[np.ndarra
   return np.concatenate(frames), meta
 
 
-def ensemble_metrics(config, teachers, classes) -> tuple[dict[str, Any], np.ndarray, dict]:
+def ensemble_metrics(config, test_source, classes) -> tuple[dict[str, Any], np.ndarray, dict]:
   """Test metrics of the teacher ensemble (mean of the teachers' frame probabilities), and the
-  ensemble's probabilities and the split's metadata."""
-  source = pipeline.data_source(config.dataset, config.features, "test")
-  preds = [predict_run(t.workdir, classes, source, config) for t in teachers]
-  probs, meta = np.mean([p for p, _ in preds], 0), preds[0][1]
+  ensemble's probabilities and the split's metadata.
+
+  `test_source` is the cache's test split: the probabilities come from the logits every teacher
+  already computed there (float16, the very numbers the students learn from), so scoring the
+  ensemble costs no teacher inference.
+  """
+  probs, meta = [], {"audio_id": [], "duration": [], "events": []}
+  for batch in pipeline.eval_batches(test_source,
+                                     batch_size=config.eval.batch_size, data_cfg=config.dataset,
+                                     feature_cfg=config.features, process_index=0,
+                                     process_count=1):
+    logits = batch["teacher_logits"][batch["mask"]].astype(np.float32)  # [B, K, T, C]
+    probs.append(np.mean(1.0 / (1.0 + np.exp(-logits)), axis=1))
+    for k in meta:
+      meta[k].extend(v for v, m in zip(batch[k], batch["mask"]) if m)
+  probs = np.concatenate(probs)
   refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
   metrics = eval_lib.score_predictions(probs, meta["audio_id"], meta["duration"], refs, classes,
                                        feat_lib.output_frame_seconds(config.features),
@@ -161,12 +173,12 @@ def ensemble_metrics(config, teachers, classes) -> tuple[dict[str, Any], np.ndar
   return metrics, probs, meta
 
 
-def write_report(config, workdir: Path, results, runs: dict[str, Path], ensemble_probs, meta,
-                 classes) -> Path:
-  """report.md with the table, training curves and event rolls of a few test clips."""
+def write_report(config, workdir: Path, results, runs: dict[str, Path], source, ensemble_probs,
+                 meta, classes) -> Path:
+  """report.md with the table, training curves and event rolls of a few test clips (`source`:
+  the test split that `ensemble_probs` and `meta` follow, in its order)."""
   plots = workdir / "plots"
   curves = report.plot_training_curves(runs, config.eval.metric, plots / "training_curves.png")
-  source = pipeline.data_source(config.dataset, config.features, "test")
   students = {name: predict_run(run, classes, source, config)[0]
               for name, run in runs.items() if name.startswith("student")}
   refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
@@ -210,7 +222,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
         (Path(t.workdir) / "test_metrics.json").read_text()), *cost(tcfg)))
   params = sum(r["params"] for r in rows)
   flops = sum(r["flops_per_clip"] for r in rows)
-  ensemble, ensemble_probs, meta = ensemble_metrics(config, teachers, classes)
+  test = cache.as_data_source("test")
+  ensemble, ensemble_probs, meta = ensemble_metrics(config, test, classes)
   rows.append(_row("ensemble", "ensemble", "none", ensemble, params, flops))
   student_cost = cost(config)
   for name, metrics in students.items():
@@ -224,5 +237,5 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
       json.dump(results, f, indent=2)
     runs = {t.name: Path(t.workdir) for t in teachers}
     runs |= {f"student_{n}": workdir / "students" / n for n in students}
-    write_report(config, workdir, results, runs, ensemble_probs, meta, classes)
+    write_report(config, workdir, results, runs, test, ensemble_probs, meta, classes)
   return results

@@ -4,11 +4,13 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 from sed_jax import ablation
 from sed_jax import config_lib
 from sed_jax import distill
+from sed_jax.data import pipeline
 from sed_jax.data.builders import teacher_cache
 from tests.data import test_teacher_cache
 
@@ -52,6 +54,20 @@ def test_results_have_every_row(experiment):
     assert r["params"] > 0 and r["flops_per_clip"] > 0
     assert 0 <= r["event_f1"] <= 1 and 0 <= r["segment_f1"] <= 1
   assert rows["ensemble"]["params"] == rows["resnet"]["params"] + rows["xception"]["params"]
+
+
+def test_the_ensemble_is_the_mean_of_the_teachers_probabilities(experiment):
+  config, workdir, _ = experiment
+  teachers = [teacher_cache.Teacher(n, str(workdir / "teachers" / n)) for n in config.teachers]
+  cache = distill.build_cache(config, teachers)
+  classes = list(cache.info.metadata["classes"])
+  _, probs, meta = distill.ensemble_metrics(config, cache.as_data_source("test"), classes)
+  source = pipeline.data_source(config.dataset, config.features, "test")
+  own = [distill.predict_run(t.workdir, classes, source, config) for t in teachers]
+  order = [own[0][1]["audio_id"].index(a) for a in meta["audio_id"]]
+  assert sorted(order) == list(range(len(source)))
+  # Cached logits are float16: probabilities agree to its precision.
+  np.testing.assert_allclose(probs, np.mean([p for p, _ in own], 0)[order], atol=2e-3)
 
 
 def test_report_has_the_table_and_its_plots(experiment):
