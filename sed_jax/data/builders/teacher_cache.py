@@ -69,7 +69,7 @@ class TeacherCache(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     cfg = self.builder_config
     k, c = len(cfg.params["teachers"]), len(cfg.classes)
     features = base.example_features(cfg.features["n_mels"], c)
-    features["teacher_logits"] = tfds.features.Tensor(shape=(k, None, c), dtype=np.float16)
+    features["teacher_logits"] = base.frame_array((k, None, c), np.float16)
     features["teacher_clip_logits"] = tfds.features.Tensor(shape=(k, c), dtype=np.float16)
     return tfds.core.DatasetInfo(
         builder=self, description=cfg.description,
