@@ -53,7 +53,7 @@ def arms(single: str, strategies: list[str]) -> list[tuple[str, str | None, dict
 def grid(config) -> list[tuple[str, str, dict]]:
   """(arm label, strategy, kd overrides) around the default KD student."""
   s, kd = config.kd.strategy, config.kd
-  out = [(f"multi: {s}, T={t:g}", s, dict(temperature=t)) for t in (1.0, 4.0)
+  out = [(f"multi: {s}, T={t:g}", s, dict(temperature=t)) for t in (1.0, 2.0, 4.0)
          if t != kd.temperature]
   out += [(f"multi: {s}, α={a:g}", s, dict(alpha=a)) for a in (0.25, 0.75) if a != kd.alpha]
   if kd.use_unlabeled:
