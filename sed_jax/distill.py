@@ -130,22 +130,25 @@ def train_students(config, workdir: Path, cache) -> dict[str, dict[str, Any]]:
           kd: train_student(config, workdir / "students" / kd, cache)}
 
 
-def predict_run(run_dir: str | Path, classes, source, config) -> tuple[np.ndarray, dict]:
-  """Frame probabilities [N, T_out, C] of a trained run's best checkpoint over a split, with the
-  split's audio ids, durations and reference events (single process; for reports and the
-  teacher ensemble)."""
-  model, variables, _ = train.load_trained(run_dir, len(classes))
-  apply = jax.jit(lambda v, b: model.apply(v, b["log_mel"], train=False,
-                                           frame_mask=b["frame_mask"])[0])
+def split_probs(probs_fn, source, config) -> tuple[np.ndarray, dict]:
+  """`probs_fn(batch)` → frame probabilities [B, T_out, C] over a whole split, in its order, with
+  the split's audio ids, durations and reference events (single process; padding dropped)."""
   frames, meta = [], {"audio_id": [], "duration": [], "events": []}
   for batch in pipeline.eval_batches(source, batch_size=config.eval.batch_size,
                                      data_cfg=config.dataset, feature_cfg=config.features,
                                      process_index=0, process_count=1):
-    logits = apply(variables, pipeline.device_batch(batch))
-    frames.append(np.asarray(jax.nn.sigmoid(logits))[batch["mask"]])
+    frames.append(np.asarray(probs_fn(batch))[batch["mask"]])
     for k in meta:
       meta[k].extend(v for v, m in zip(batch[k], batch["mask"]) if m)
   return np.concatenate(frames), meta
+
+
+def predict_run(run_dir: str | Path, classes, source, config) -> tuple[np.ndarray, dict]:
+  """Frame probabilities of a trained run's best checkpoint over a split (`split_probs`)."""
+  model, variables, _ = train.load_trained(run_dir, len(classes))
+  apply = jax.jit(lambda v, b: jax.nn.sigmoid(model.apply(v, b["log_mel"], train=False,
+                                                          frame_mask=b["frame_mask"])[0]))
+  return split_probs(lambda b: apply(variables, pipeline.device_batch(b)), source, config)
 
 
 def ensemble_metrics(config, test_source, classes) -> tuple[dict[str, Any], np.ndarray, dict]:
@@ -156,16 +159,9 @@ def ensemble_metrics(config, test_source, classes) -> tuple[dict[str, Any], np.n
   already computed there (float16, the very numbers the students learn from), so scoring the
   ensemble costs no teacher inference.
   """
-  probs, meta = [], {"audio_id": [], "duration": [], "events": []}
-  for batch in pipeline.eval_batches(test_source,
-                                     batch_size=config.eval.batch_size, data_cfg=config.dataset,
-                                     feature_cfg=config.features, process_index=0,
-                                     process_count=1):
-    logits = batch["teacher_logits"][batch["mask"]].astype(np.float32)  # [B, K, T, C]
-    probs.append(np.mean(1.0 / (1.0 + np.exp(-logits)), axis=1))
-    for k in meta:
-      meta[k].extend(v for v, m in zip(batch[k], batch["mask"]) if m)
-  probs = np.concatenate(probs)
+  mean_prob = lambda b: np.mean(1.0 / (1.0 + np.exp(-b["teacher_logits"].astype(np.float32))),
+                                axis=1)  # [B, K, T, C] → [B, T, C]
+  probs, meta = split_probs(mean_prob, test_source, config)
   refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
   metrics = eval_lib.score_predictions(probs, meta["audio_id"], meta["duration"], refs, classes,
                                        feat_lib.output_frame_seconds(config.features),
