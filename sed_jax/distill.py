@@ -25,6 +25,8 @@ from absl import logging
 
 from sed_jax import io_utils
 from sed_jax import losses
+from sed_jax import metric_writers
+from sed_jax import processes
 from sed_jax import train
 from sed_jax.data import builders
 from sed_jax.data import pipeline
@@ -61,19 +63,34 @@ def student_config(config: ml_collections.ConfigDict, alpha: float) -> ml_collec
     c.loss.alpha = alpha
     del c.teacher
     del c.teachers
+    if "teacher_workers" in c:
+      del c.teacher_workers
     del c.kd
     del c.report_clips
   return c
 
 
 def train_teachers(config, workdir: Path) -> list[teacher_cache.Teacher]:
-  teachers = []
-  for name in config.teachers:
-    run = workdir / "teachers" / name
-    logging.info("Teacher %s → %s", name, run)
-    train.train_and_evaluate(teacher_config(config, name), run)
-    teachers.append(teacher_cache.Teacher(name, str(run)))
-  return teachers
+  """Every teacher of `config.teachers` trained (finished runs are kept), `config.teacher_workers`
+  at a time in worker processes on a single-process job (processes.py says why)."""
+  runs = [workdir / "teachers" / name for name in config.teachers]
+  todo = [i for i, run in enumerate(runs) if not (run / "test_metrics.json").exists()]
+  workers = config.get("teacher_workers", 1) if jax.process_count() == 1 else 1
+  if workers > 1 and len(todo) > 1:
+    builders.prepare(config.dataset, config.features)  # Once, before the workers read it.
+  jobs = [(teacher_config(config, config.teachers[i]), runs[i], n % workers,
+           logging.get_verbosity()) for n, i in enumerate(todo)]
+  processes.run_parallel(_train_teacher, jobs, [config.teachers[i] for i in todo], workers)
+  return [teacher_cache.Teacher(name, str(run)) for name, run in zip(config.teachers, runs)]
+
+
+def _train_teacher(config, run: Path, position: int = 0, verbosity: int = logging.INFO) -> None:
+  """One teacher run (in this process or a worker: log level and progress-bar line passed on)."""
+  logging.set_verbosity(verbosity)
+  metric_writers.quiet_library_logs()
+  metric_writers.set_bar_position(position)
+  logging.info("Teacher %s → %s", config.model.arch, run)
+  train.train_and_evaluate(config, run)
 
 
 def build_cache(config, teachers) -> teacher_cache.TeacherCache:

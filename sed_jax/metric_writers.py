@@ -36,7 +36,9 @@ class _QuietLibraries(std_logging.Filter):
 
 def quiet_library_logs() -> None:
   """Keeps the absl log (the console) to this project's lines and the libraries' problems."""
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+    handler.addFilter(_QuietLibraries())
 
 
 def _plain(value: Any) -> Any:
@@ -95,6 +97,14 @@ def read_metrics(workdir: str | Path, split: str | None = None) -> list[dict[str
                 key=lambda r: r["step"])
 
 
+_BAR_POSITION = [0]
+
+
+def set_bar_position(position: int) -> None:
+  """The terminal line of this process's progress bars (parallel teacher workers: one each)."""
+  _BAR_POSITION[0] = position
+
+
 class Progress:
   """A tqdm bar on a terminal; otherwise a log line every `every_s` seconds (for log files)."""
 
@@ -106,7 +116,7 @@ class Progress:
     self.bar = None
     if self.active and sys.stderr.isatty():
       self.bar = tqdm.tqdm(total=total, initial=initial, desc=desc, unit="step",
-                           dynamic_ncols=True)
+                           dynamic_ncols=True, position=_BAR_POSITION[0])
     self._t0, self._s0, self._last = time.perf_counter(), initial, time.perf_counter()
     self.desc = desc
 
