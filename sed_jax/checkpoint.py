@@ -13,6 +13,7 @@ the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,14 @@ def read_checkpoint_config(workdir: str | Path, step: int | None = None) -> dict
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   step = manager.latest_step() if step is None else step
   return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+
+def run_lock(workdir: str | Path):
+  """Held by process 0 while a job writes `workdir`: a second job started on the same folder
+  stops with a message naming the first (io_utils.exclusive) instead of corrupting it."""
+  if jax.process_index() != 0:
+    return contextlib.nullcontext()
+  return io_utils.exclusive(Path(workdir) / ".lock", f"Run folder {workdir}", wait=False)
 
 
 def write_config(workdir: str | Path, config) -> None:

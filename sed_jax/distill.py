@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from sed_jax import checkpoint as ckpt_lib
 from sed_jax import io_utils
 from sed_jax import losses
 from sed_jax import metric_writers
@@ -214,7 +215,11 @@ def _row(name, role, kd, metrics, params, flops):
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """The whole experiment (module docstring); returns and writes results.json."""
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  with ckpt_lib.run_lock(workdir):
+    return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
   teachers = train_teachers(config, workdir)
   cache = build_cache(config, teachers)
   students = train_students(config, workdir, cache)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pathlib
+import socket
 import tempfile
 from collections.abc import Iterator
 from typing import IO
+
+from absl import logging
 
 
 @contextlib.contextmanager
@@ -30,3 +34,36 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
     with contextlib.suppress(OSError):
       os.unlink(tmp)
     raise
+
+
+class BusyError(RuntimeError):
+  """Another process holds the lock of a workdir; the message names it and what to do."""
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | os.PathLike, what: str, wait: bool) -> Iterator[None]:
+  """Holds an exclusive lock on `lock_path` (created if missing) for the `with` block.
+
+  `wait=False` (a run's workdir): a second process refuses at once with `BusyError` naming the
+  holder, instead of two runs writing the same checkpoints. `wait=True` (a shared dataset build):
+  it waits its turn, then finds the work done. The kernel drops the lock of a process that dies,
+  even by SIGKILL, so no stale lock ever blocks a restart.
+  """
+  p = pathlib.Path(lock_path)
+  p.parent.mkdir(parents=True, exist_ok=True)
+  fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+      if not wait:
+        raise BusyError(f"{what} is in use by {holder} (lock {p}). Wait for that run to "
+                        "finish (or stop it), or choose another --workdir.") from None
+      logging.info("Waiting for %s (held by %s)...", what, holder)
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.

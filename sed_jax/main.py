@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from sed_jax import config_lib
 from sed_jax import distill
+from sed_jax import io_utils
 from sed_jax import metric_writers
 from sed_jax import train
 
@@ -69,7 +70,10 @@ def main(argv):
   workdir = _WORKDIR.value or config_lib.default_workdir(
       config_flags.get_config_filename(flags.FLAGS["config"]))
   print(f"workdir: {workdir}", flush=True)
-  JOBS[config.job](config, workdir)
+  try:
+    JOBS[config.job](config, workdir)
+  except (io_utils.BusyError, distill.StaleCacheError) as e:
+    sys.exit(f"sed_jax: {e}")  # A situation to act on, explained; not a bug's traceback.
 
 
 if __name__ == "__main__":

@@ -220,6 +220,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   if done.exists():
     logging.info("%s is complete; nothing to do.", workdir)
     return json.loads(done.read_text())
+  with ckpt_lib.run_lock(workdir):
+    return _train_and_evaluate(config, workdir, train_source, kd)
+
+
+def _train_and_evaluate(config, workdir: Path, train_source, kd) -> dict[str, Any]:
+  done = workdir / "test_metrics.json"
   mesh = sharding.make_mesh()
   local_bs = sharding.check_batch_size(config.batch_size, mesh)
   sharding.check_batch_size(config.eval.batch_size, mesh, key="eval.batch_size")

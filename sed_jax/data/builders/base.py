@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from sed_jax import io_utils
 from sed_jax.data import annotations as ann_lib
 from sed_jax.data import audio as audio_lib
 from sed_jax.data import features as feat_lib
@@ -130,7 +131,26 @@ def example_features(n_mels: int, n_classes: int) -> dict[str, tfds.features.Fea
   }
 
 
-class SedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class BuildOnce:
+  """TFDS builder mixin: a dataset is built once, whatever the number of jobs asking for it.
+
+  Builds that share a data_dir take turns on a lock beside the dataset: a second job waits, then
+  reuses what the first wrote (and never deletes the first's `incomplete.*` folder as if it were
+  the leftover of a killed build).
+  """
+
+  def download_and_prepare(self, *args, **kwargs):
+    config_dir = Path(self.data_dir).parent
+    with io_utils.exclusive(config_dir / f".{self.version}.build.lock",
+                            f"the build of {self.name}/{self.builder_config.name}", wait=True):
+      if self.is_prepared():  # Built by another job while this one waited.
+        self.info.read_from_directory(self.data_dir)
+        return None
+      _remove_stale_incomplete(config_dir)
+      return super().download_and_prepare(*args, **kwargs)
+
+
+class SedBuilder(BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base class: subclasses implement `_split_items()`."""
 
   VERSION = tfds.core.Version(VERSION)
@@ -208,7 +228,6 @@ class SedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return self._workers
 
   def download_and_prepare(self, *args, **kwargs):
-    _remove_stale_incomplete(Path(self.data_dir).parent)
     try:
       return super().download_and_prepare(*args, **kwargs)
     finally:

@@ -59,7 +59,7 @@ def checkpoint_identity(workdir: str | Path) -> dict[str, Any]:
               time_pool=config["features"]["time_pool"])
 
 
-class TeacherCache(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base examples + teacher logits, written once by batched, jit-compiled inference."""
 
   VERSION = tfds.core.Version(base.VERSION)
