@@ -104,11 +104,27 @@ def _short_schedule(c: ml_collections.ConfigDict) -> None:
   c.model.overrides.update(dict(dropout=0.0, conv_dropout=0.0))
 
 
-def get_sweep() -> list[dict]:
-  """The KD ablation grid (overrides of this config), 3 seeds each."""
+def get_sweep(name: str = "kd") -> list[dict]:
+  """A named ablation grid (overrides of this config), for `python -m sed_jax.sweep`.
+
+  kd: every combination strategy, then the T / α / unlabeled-data grid of the KD benchmark
+      around the default KD student (sed_jax.ablation.grid: one definition), 3 seeds each.
+  large_batch: the student from global batch 64 to 4096 at a fixed number of training examples,
+      the peak LR scaled by the square root of the batch from 64 and the warmup fixed in
+      examples (on an accelerator: pair it with scale=full).
+  """
+  if name == "large_batch":
+    base = get_config("scale=full")
+    examples = base.batch_size * base.total_steps
+    return [{"batch_size": b, "total_steps": examples // b, "eval_every": examples // b,
+             "checkpoint_every": examples // b, "log_every": max(1, examples // b // 20),
+             "optim.lr_scaling": "sqrt", "optim.base_batch_size": 64,
+             "optim.warmup_examples": 64 * 200} for b in (64, 128, 256, 512, 1024, 2048, 4096)]
+  if name != "kd":
+    raise ValueError(f"Unknown sweep {name!r}; configs/student.py has 'kd' and 'large_batch'.")
+  from sed_jax import ablation  # pylint: disable=g-import-not-at-top
   grid = [{"kd.strategy": s} for s in ("mean_prob", "mean_logit", "class_weighted",
                                        "single:resnet")]
-  grid += [{"kd.temperature": t} for t in (2.0, 4.0)]
-  grid += [{"kd.alpha": a} for a in (0.25, 0.75)]
-  grid += [{"kd.use_unlabeled": False}]
+  grid += [{"kd.strategy": strategy} | {f"kd.{k}": v for k, v in overrides.items()}
+           for _, strategy, overrides in ablation.grid(get_config())]
   return [dict(g, seed=s) for g in grid for s in (0, 1, 2)]

@@ -26,6 +26,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-def get_sweep() -> list[dict]:
+def get_sweep(name: str = "arch") -> list[dict]:
   """The teacher family: one run per architecture (overrides of this config)."""
+  if name != "arch":
+    raise ValueError(f"Unknown sweep {name!r}; configs/teacher.py has 'arch'.")
   return [{"model.arch": a} for a in ("gated", "resnet", "densenet", "inception", "xception")]

@@ -4,7 +4,8 @@
 #   launch/gpu.sh [--dry-run] setup|run|sweep [extra --config.* flags]
 #
 # Set (environment): CONFIG (default configs/student.py), WORKDIR_ROOT (default runs),
-# TFDS_DATA_DIR (default ~/tensorflow_datasets). --dry-run prints every command instead.
+# TFDS_DATA_DIR (default ~/tensorflow_datasets), SWEEP (which get_sweep(name) of the config;
+# default its first). --dry-run prints every command instead.
 set -euo pipefail
 
 DRY_RUN=0
@@ -24,6 +25,8 @@ case "$CMD" in
   run)
     run python -m sed_jax.main --config="$CONFIG" --workdir="$WORKDIR_ROOT/$RUN_NAME" "$@" ;;
   sweep)
+    # Read first (not a process substitution): a bad config or sweep name stops the script.
+    runs="$(python3 -m sed_jax.sweep --config="$CONFIG" ${SWEEP:+--sweep="$SWEEP"})"
     i=0
     while IFS= read -r overrides; do
       [[ -n "$overrides" ]] || continue
@@ -31,7 +34,7 @@ case "$CMD" in
       run python -m sed_jax.main --config="$CONFIG" \
         --workdir="$WORKDIR_ROOT/${RUN_NAME}_sweep$i" $overrides "$@"
       i=$((i + 1))
-    done < <(python3 -m sed_jax.sweep --config="$CONFIG") ;;
+    done <<< "$runs" ;;
   *)
     sed -n '2,8p' "$0"; exit 2 ;;
 esac

@@ -14,6 +14,7 @@
 #   RUNTIME_VERSION   default tpu-ubuntu2204-base
 #   CONFIG            default configs/student.py
 #   RUN_NAME          default: the config file's name
+#   SWEEP             which get_sweep(name) of the config for `sweep` (default: its first)
 # --dry-run prints every command instead of running it.
 set -euo pipefail
 
@@ -60,11 +61,13 @@ pip install -q --upgrade pip && pip install -q -e '.[tpu]'" ;;
   sweep)
     need PROJECT ZONE BUCKET
     # The sweep is defined beside get_config (get_sweep); its runs share the hosts in turn.
+    # Read first (not a process substitution): a bad config or sweep name stops the script.
+    runs="$(cd "$REPO_DIR" && python3 -m sed_jax.sweep --config="$CONFIG" ${SWEEP:+--sweep="$SWEEP"})"
     jobs=(); i=0
     while IFS= read -r overrides; do
       [[ -n "$overrides" ]] || continue
       jobs+=("$(job "_sweep$i" "$overrides" "$@")"); i=$((i + 1))
-    done < <(cd "$REPO_DIR" && python3 -m sed_jax.sweep --config="$CONFIG")
+    done <<< "$runs"
     start "${jobs[@]}" ;;
   logs)
     need PROJECT ZONE

@@ -37,6 +37,11 @@ def optimizer_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name="adamw",          # adam | adamw | lamb | lars.
       lr=1e-3, warmup_steps=200, final_lr_ratio=0.01, weight_decay=1e-4,
+      # Large-batch rules: the peak LR is `lr` at `base_batch_size`, scaled to the run's global
+      # batch linearly (Goyal et al. 2017) or by its square root (Hoffer et al. 2017; Adam-type
+      # optimisers); 'none' uses `lr` as given. `warmup_examples` > 0 replaces warmup_steps by
+      # the steps that see that many examples, so a sweep over batch sizes warms up alike.
+      lr_scaling="none", base_batch_size=64, warmup_examples=0,
       grad_clip=5.0,         # Global-norm clipping; 0 = off.
       momentum=0.9,          # lars only.
       b2=0.999))

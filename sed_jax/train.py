@@ -56,17 +56,41 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/inf loss or gradient; the message names the step."""
 
 
-def make_schedule(cfg, total_steps: int) -> optax.Schedule:
-  """Linear warmup to `lr`, then cosine decay to `lr * final_lr_ratio` at `total_steps`."""
-  warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+LR_SCALING = ("none", "linear", "sqrt")
+
+
+def peak_lr(cfg, batch_size: int) -> float:
+  """`cfg.lr`, scaled from `cfg.base_batch_size` to `batch_size` by `cfg.lr_scaling`."""
+  rule = cfg.get("lr_scaling", "none")
+  if rule not in LR_SCALING:
+    raise ValueError(f"Config key optim.lr_scaling={rule!r} is not one of {LR_SCALING}.")
+  ratio = batch_size / cfg.get("base_batch_size", batch_size)
+  return cfg.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[rule]
+
+
+def warmup_steps(cfg, batch_size: int) -> int:
+  """`cfg.warmup_steps`, or the steps that see `cfg.warmup_examples` examples when it is set."""
+  examples = cfg.get("warmup_examples", 0)
+  return -(-examples // batch_size) if examples else cfg.warmup_steps
+
+
+def make_schedule(cfg, total_steps: int, batch_size: int | None = None) -> optax.Schedule:
+  """Linear warmup to the peak LR, then cosine decay to `peak * final_lr_ratio` at
+  `total_steps`. With `batch_size`, the large-batch rules of `cfg` apply (peak_lr,
+  warmup_steps); without, `cfg.lr` and `cfg.warmup_steps` as given."""
+  lr = cfg.lr if batch_size is None else peak_lr(cfg, batch_size)
+  warm = cfg.warmup_steps if batch_size is None else warmup_steps(cfg, batch_size)
+  warmup = min(warm, max(total_steps - 1, 0))
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=cfg.lr, warmup_steps=warmup,
-      decay_steps=max(total_steps, warmup + 1), end_value=cfg.lr * cfg.final_lr_ratio)
+      init_value=0.0, peak_value=lr, warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1), end_value=lr * cfg.final_lr_ratio)
 
 
-def make_optimizer(cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The optax optimiser named by `cfg.name`, with global-norm clipping and the schedule."""
-  schedule = make_schedule(cfg, total_steps)
+def make_optimizer(cfg, total_steps: int, batch_size: int | None = None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optax optimiser named by `cfg.name`, with global-norm clipping and the schedule
+  (`batch_size`: the global batch, for the large-batch rules of make_schedule)."""
+  schedule = make_schedule(cfg, total_steps, batch_size)
   if cfg.name == "adam":
     tx = optax.adam(schedule, b2=cfg.b2)
   elif cfg.name == "adamw":
@@ -240,7 +264,7 @@ def _train_and_evaluate(config, workdir: Path, train_source, kd) -> dict[str, An
     with io_utils.atomic_write(workdir / "classes.json") as f:
       json.dump(classes, f)
   model = model_from_config(config, len(classes))
-  tx, schedule = make_optimizer(config.optim, config.total_steps)
+  tx, schedule = make_optimizer(config.optim, config.total_steps, config.batch_size)
   frames = pipeline.clip_frames(config.dataset, config.features)
   input_shape = (1, frames, config.features.n_mels)
 

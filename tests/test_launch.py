@@ -57,3 +57,15 @@ def test_gpu_run_and_sweep():
                                 "--workdir=runs/student --config.batch_size=256")
   out = launch("gpu.sh", "sweep", CONFIG="configs/teacher.py")
   assert out.stdout.count("sed_jax.main") == 5 and "--config.model.arch=xception" in out.stdout
+
+
+def test_large_batch_sweep_scales_lr_and_keeps_the_examples():
+  out = launch("gpu.sh", "sweep", SWEEP="large_batch")
+  assert out.returncode == 0, out.stderr
+  lines = [l for l in out.stdout.splitlines() if "sed_jax.main" in l]
+  assert len(lines) == 7 and "--config.batch_size=64 " in lines[0]
+  assert "--config.batch_size=4096 --config.total_steps=46 " in lines[-1]
+  assert all("--config.optim.lr_scaling=sqrt" in l and "--config.optim.warmup_examples=12800" in l
+             for l in lines)
+  out = launch("gpu.sh", "sweep", SWEEP="nope")
+  assert out.returncode != 0 and "Unknown sweep 'nope'" in out.stderr

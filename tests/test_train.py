@@ -146,6 +146,29 @@ def test_optimizers_and_schedule(name):
     train.make_optimizer(cfg, 100)
 
 
+@pytest.mark.parametrize("rule, batch, lr", [("none", 4096, 1e-3), ("linear", 4096, 64e-3),
+                                              ("sqrt", 4096, 8e-3), ("linear", 16, 0.25e-3),
+                                              ("sqrt", 64, 1e-3)])
+def test_lr_scaling_rules_from_the_base_batch(rule, batch, lr):
+  cfg = config_lib.optimizer_config()
+  cfg.update(dict(lr=1e-3, base_batch_size=64, lr_scaling=rule, warmup_steps=5,
+                  final_lr_ratio=1.0))
+  assert train.peak_lr(cfg, batch) == pytest.approx(lr)
+  _, schedule = train.make_optimizer(cfg, 1000, batch)
+  assert float(schedule(500)) == pytest.approx(lr, rel=1e-5)
+
+
+def test_warmup_in_examples_is_the_same_data_at_any_batch_size():
+  cfg = config_lib.optimizer_config()
+  cfg.update(dict(warmup_examples=64_000, warmup_steps=3))
+  assert [train.warmup_steps(cfg, b) for b in (64, 1000, 4096)] == [1000, 64, 16]
+  cfg.warmup_examples = 0
+  assert train.warmup_steps(cfg, 4096) == 3
+  cfg.lr_scaling = "cubic"
+  with pytest.raises(ValueError, match="optim.lr_scaling='cubic'"):
+    train.peak_lr(cfg, 64)
+
+
 def random_batch(config, b=4, seed=0):
   rng = np.random.default_rng(seed)
   frames = pipeline.clip_frames(config.dataset, config.features)
