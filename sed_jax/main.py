@@ -31,6 +31,10 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of pr
                                    "hand-started multi-process runs.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in that run.")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir", os.environ.get("SED_JAX_COMPILATION_CACHE", ""),
+    "Persistent XLA compilation cache (a local folder or gs://...; default "
+    "$SED_JAX_COMPILATION_CACHE): later runs of the same shapes skip compiling.")
 
 JOBS = {"train": train.train_and_evaluate, "distill": distill.run}
 
@@ -60,8 +64,18 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()  # Cluster details from the environment (TPU VMs, SLURM).
 
 
+def use_compilation_cache(path: str) -> None:
+  """Compiled programs are kept in `path` and reused by every later run (and by this run's
+  teacher worker processes, which read it from the environment)."""
+  if path:
+    import jax  # pylint: disable=g-import-not-at-top
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    jax.config.update("jax_compilation_cache_dir", path)
+
+
 def main(argv):
   del argv
+  use_compilation_cache(_COMPILATION_CACHE.value)
   initialize_distributed()
   metric_writers.quiet_library_logs()
   config = _CONFIG.value

@@ -55,3 +55,14 @@ def test_parse_arg_casts_and_rejects():
   assert (out.n, out.flag, out.name) == (3, True, "x")
   with pytest.raises(ValueError, match="true/false"):
     config_lib.parse_arg("flag=maybe", flag=False)
+
+
+def test_compilation_cache_dir_keeps_compiled_programs(tmp_path):
+  code = ("import os, jax; from sed_jax import main; main.use_compilation_cache(os.environ['D']); "
+          "jax.jit(lambda x: x * 2 + 1)(1.0); print(os.environ['JAX_COMPILATION_CACHE_DIR'])")
+  env = dict(os.environ, D=str(tmp_path), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env=env, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == str(tmp_path)  # Inherited by the teacher worker processes.
+  assert any(p.name.startswith("jit__lambda") for p in tmp_path.iterdir())
