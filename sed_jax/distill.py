@@ -87,6 +87,7 @@ def train_teachers(config, workdir: Path) -> list[teacher_cache.Teacher]:
 
 def _train_teacher(config, run: Path, position: int = 0, verbosity: int = logging.INFO) -> None:
   """One teacher run (in this process or a worker: log level and progress-bar line passed on)."""
+  logging.use_absl_handler()  # A worker's lines look like the parent's (no app.run there).
   logging.set_verbosity(verbosity)
   metric_writers.quiet_library_logs()
   metric_writers.set_bar_position(position)
