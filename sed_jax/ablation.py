@@ -55,9 +55,10 @@ def grid(config) -> list[tuple[str, str, dict]]:
   s, kd = config.kd.strategy, config.kd
   out = [(f"multi: {s}, T={t:g}", s, dict(temperature=t)) for t in (1.0, 2.0, 4.0)
          if t != kd.temperature]
-  out += [(f"multi: {s}, α={a:g}", s, dict(alpha=a)) for a in (0.25, 0.75) if a != kd.alpha]
-  if kd.use_unlabeled:
-    out.append((f"multi: {s}, no unlabeled data", s, dict(use_unlabeled=False)))
+  out += [(f"multi: {s}, α={a:g}", s, dict(alpha=a)) for a in (0.25, 0.5, 0.75)
+          if a != kd.alpha]
+  out.append((f"multi: {s}, {'no' if kd.use_unlabeled else 'with'} unlabeled data", s,
+              dict(use_unlabeled=not kd.use_unlabeled)))
   return out
 
 
