@@ -63,9 +63,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.report_clips = 3             # Test clips shown as event rolls in report.md.
   c.teachers = list(TEACHERS)
-  # Teachers trained at once, each in its own process (sed_jax/processes.py): on a CPU host two
-  # at a time finish sooner; accelerator hosts (scale=full) train one at a time on every device.
-  c.teacher_workers = 1 if arg.scale == "full" and not arg.smoke else 2
+  # Teacher (and student) runs trained at once, each in its own process (sed_jax/processes.py):
+  # on a CPU host two at a time finish sooner; accelerator hosts (scale=full) train one at a
+  # time on every device.
+  c.parallel_runs = 1 if arg.scale == "full" and not arg.smoke else 2
   c.kd = dict(
       strategy="class_weighted",   # mean_prob | mean_logit | weighted | class_weighted | single:<t>
       alpha=0.75 if cpu else 0.5,  # L = (1 − α)·BCE + α·T²·KD.

@@ -105,12 +105,16 @@ def run_ablation(config, workdir: Path, seeds: list[int], strategies: list[str],
   if with_grid:
     plan += [(label, strategy, overrides, config.seed)
              for label, strategy, overrides in grid(config)]
-  results: dict[str, dict] = {}
-  for i, (label, strategy, overrides, seed) in enumerate(plan):
-    name = run_name(strategy, overrides, seed, config.seed)
-    c = variant(config, seed=seed, **overrides, **({"strategy": strategy} if strategy else {}))
+  names = [run_name(strategy, overrides, seed, config.seed)
+           for _, strategy, overrides, seed in plan]
+  jobs = [(variant(config, seed=seed, **overrides, **({"strategy": strategy} if strategy else {})),
+           workdir / "students" / name, teachers if strategy else None)
+          for (_, strategy, overrides, seed), name in zip(plan, names)]
+  for i, ((label, _, _, seed), name) in enumerate(zip(plan, names)):
     print(f"[{i + 1}/{len(plan)}] {label}, seed {seed} → students/{name}", flush=True)
-    metrics = distill.train_student(c, workdir / "students" / name, cache if strategy else None)
+  results: dict[str, dict] = {}
+  for (label, strategy, overrides, _), name, metrics in zip(
+      plan, names, distill.run_students(config, jobs, names)):
     arm = results.setdefault(label, dict(arm=label, strategy=strategy, overrides=overrides,
                                          runs=[], metrics=[]))
     arm["runs"].append(name)

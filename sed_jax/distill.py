@@ -64,33 +64,42 @@ def student_config(config: ml_collections.ConfigDict, alpha: float) -> ml_collec
     c.loss.alpha = alpha
     del c.teacher
     del c.teachers
-    if "teacher_workers" in c:
-      del c.teacher_workers
+    if "parallel_runs" in c:
+      del c.parallel_runs
     del c.kd
     del c.report_clips
   return c
 
 
 def train_teachers(config, workdir: Path) -> list[teacher_cache.Teacher]:
-  """Every teacher of `config.teachers` trained (finished runs are kept), `config.teacher_workers`
-  at a time in worker processes on a single-process job (processes.py says why)."""
+  """Every teacher of `config.teachers` trained (finished runs are kept), `parallel_runs` at a
+  time (see `in_parallel`)."""
   runs = [workdir / "teachers" / name for name in config.teachers]
   todo = [i for i, run in enumerate(runs) if not (run / "test_metrics.json").exists()]
-  workers = config.get("teacher_workers", 1) if jax.process_count() == 1 else 1
-  if workers > 1 and len(todo) > 1:
-    builders.prepare(config.dataset, config.features)  # Once, before the workers read it.
-  jobs = [(teacher_config(config, config.teachers[i]), runs[i], n % workers,
-           logging.get_verbosity()) for n, i in enumerate(todo)]
-  processes.run_parallel(_train_teacher, jobs, [config.teachers[i] for i in todo], workers)
+  in_parallel(config, _train_teacher, [(teacher_config(config, config.teachers[i]), runs[i])
+                                       for i in todo], [config.teachers[i] for i in todo])
   return [teacher_cache.Teacher(name, str(run)) for name, run in zip(config.teachers, runs)]
 
 
-def _train_teacher(config, run: Path, position: int = 0, verbosity: int = logging.INFO) -> None:
-  """One teacher run (in this process or a worker: log level and progress-bar line passed on)."""
+def in_parallel(config, fn, jobs: list[tuple], names: list[str]) -> list[Any]:
+  """`[fn(*job) for job in jobs]`, `config.parallel_runs` at a time in worker processes on a
+  single-process job (processes.py says why), each told its log level and progress-bar line."""
+  workers = config.get("parallel_runs", 1) if jax.process_count() == 1 else 1
+  if workers > 1 and len(jobs) > 1:
+    builders.prepare(config.dataset, config.features)  # Once, before the workers read it.
+  jobs = [job + (n % workers, logging.get_verbosity()) for n, job in enumerate(jobs)]
+  return processes.run_parallel(fn, jobs, names, workers)
+
+
+def _in_worker(position: int, verbosity: int) -> None:
   logging.use_absl_handler()  # A worker's lines look like the parent's (no app.run there).
   logging.set_verbosity(verbosity)
   metric_writers.quiet_library_logs()
   metric_writers.set_bar_position(position)
+
+
+def _train_teacher(config, run: Path, position: int = 0, verbosity: int = logging.INFO) -> None:
+  _in_worker(position, verbosity)
   logging.info("Teacher %s → %s", config.model.arch, run)
   train.train_and_evaluate(config, run)
 
@@ -142,11 +151,25 @@ def train_student(config, run_dir: Path, cache=None) -> dict[str, Any]:
                                   kd=kd_combination(config, cache))
 
 
-def train_students(config, workdir: Path, cache) -> dict[str, dict[str, Any]]:
+def train_students(config, workdir: Path, teachers) -> dict[str, dict[str, Any]]:
   """The no-KD baseline and the KD student (same architecture, steps and seed)."""
-  kd = student_name(config.kd.strategy)
-  return {"no_kd": train_student(config, workdir / "students" / "no_kd"),
-          kd: train_student(config, workdir / "students" / kd, cache)}
+  names = ["no_kd", student_name(config.kd.strategy)]
+  return dict(zip(names, run_students(
+      config, [(config, workdir / "students" / n, None if n == "no_kd" else teachers)
+               for n in names], names)))
+
+
+def run_students(config, jobs: list[tuple], names: list[str]) -> list[dict[str, Any]]:
+  """Student runs `(config, run_dir, teachers or None for no KD)`, `config.parallel_runs` at a
+  time; their test metrics in job order."""
+  return in_parallel(config, _train_student, jobs, names)
+
+
+def _train_student(config, run: Path, teachers, position: int = 0,
+                   verbosity: int = logging.INFO) -> dict[str, Any]:
+  _in_worker(position, verbosity)
+  logging.info("Student %s → %s", student_name(config.kd.strategy if teachers else None), run)
+  return train_student(config, run, build_cache(config, teachers) if teachers else None)
 
 
 def split_probs(probs_fn, source, config) -> tuple[np.ndarray, dict]:
@@ -223,7 +246,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
 def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
   teachers = train_teachers(config, workdir)
   cache = build_cache(config, teachers)
-  students = train_students(config, workdir, cache)
+  students = train_students(config, workdir, teachers)
   classes = list(builders.make_builder(config.dataset, config.features).info.metadata["classes"])
   frames = pipeline.clip_frames(config.dataset, config.features)
   shape = (1, frames, config.features.n_mels)

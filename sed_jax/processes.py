@@ -1,8 +1,8 @@
-"""Independent jobs (teacher runs) in parallel worker processes that die with their parent.
+"""Independent runs (teachers, students) in parallel worker processes that die with their parent.
 
 Why processes: on a CPU host one training process leaves cores idle for much of a step (the GRU
-recurrence is sequential, and compilation is single-threaded), so two teachers trained at once
-finish sooner than one after the other (`configs/student.py`, `teacher_workers`). Accelerator
+recurrence is sequential, and compilation is single-threaded), so two models trained at once
+finish sooner than one after the other (`configs/student.py`, `parallel_runs`). Accelerator
 hosts train one model at a time on all their devices instead.
 
 Workers are spawned (not forked: JAX is not fork-safe) and ask the kernel to kill them when the
@@ -34,6 +34,14 @@ def _die_with_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
+def spawn_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+  """A pool of `workers` spawned processes that die with this one (every pool of the project:
+  parallel runs here, feature extraction in dataset builds)."""
+  return concurrent.futures.ProcessPoolExecutor(
+      max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+      initializer=_die_with_parent, initargs=(os.getpid(),))
+
+
 def run_parallel(fn: Callable[..., Any], jobs: Sequence[tuple], names: Sequence[str],
                  workers: int) -> list[Any]:
   """`[fn(*job) for job in jobs]`, `workers` at a time in spawned processes, in job order.
@@ -44,10 +52,7 @@ def run_parallel(fn: Callable[..., Any], jobs: Sequence[tuple], names: Sequence[
   """
   if workers <= 1 or len(jobs) <= 1:
     return [fn(*job) for job in jobs]
-  ctx = multiprocessing.get_context("spawn")
-  with concurrent.futures.ProcessPoolExecutor(
-      max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_die_with_parent,
-      initargs=(os.getpid(),)) as pool:
+  with spawn_pool(min(workers, len(jobs))) as pool:
     futures = [pool.submit(fn, *job) for job in jobs]
     try:
       results = []

@@ -19,7 +19,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +30,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from sed_jax import io_utils
+from sed_jax import processes
 from sed_jax.data import annotations as ann_lib
 from sed_jax.data import audio as audio_lib
 from sed_jax.data import features as feat_lib
@@ -223,8 +223,7 @@ class SedBuilder(BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registration=T
       return None
     if getattr(self, "_workers", None) is None:
       # 'spawn': forking a process that already holds JAX's threads can deadlock.
-      self._workers = concurrent.futures.ProcessPoolExecutor(
-          workers, mp_context=multiprocessing.get_context("spawn"))
+      self._workers = processes.spawn_pool(workers)  # Killed with the build, no orphans.
     return self._workers
 
   def download_and_prepare(self, *args, **kwargs):
