@@ -73,10 +73,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       temperature=1.0,
       weights=[],                  # Per-teacher scalars for strategy=weighted.
       # Distil on the unlabeled split too (KD term only). Off for the short CPU schedules: there
-      # the student is limited by updates, not data (frame mAP 0.752 train vs 0.743 test), and
-      # unlabeled clips only take batch slots from labelled ones. Measured (test event-F1, one
-      # seed, teachers 0.46-0.58): no KD 0.399; KD with unlabeled clips 0.376, and α = 0 with
-      # them (no KD at all) also 0.376; KD without them 0.406 at α 0.5, 0.411 at 0.75.
+      # the student is limited by updates, not data, and unlabeled clips only take batch slots
+      # from labelled ones. Measured (test event-F1, one seed, teachers 0.46-0.58): no KD 0.399;
+      # KD at α 0.5 with unlabeled clips 0.376, and α = 0 with them (no KD at all) also 0.376;
+      # KD without them 0.406 at α 0.5, 0.411 at 0.75, 0.413 at 0.9.
       use_unlabeled=not cpu,
       cache_batch_size=8 if arg.smoke else 32,
       rebuild_stale_cache=False,
