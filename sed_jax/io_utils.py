@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import pathlib
 import socket
@@ -19,11 +20,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
   """Opens a temporary file beside `path` and renames it onto `path` only on success.
 
   A crash or kill mid-write leaves the old file (or none) in place, never a half-written one; the
-  hidden `.name.XXXX.tmp` leftover of a SIGKILL is ignored by every reader. Missing parent folders
-  are created. Files get mode 0644 (mkstemp's 0600 would hide shared datasets from other users).
+  hidden `.name.XXXX.tmp` leftover of a SIGKILL is ignored by every reader and removed by the next
+  write of the same file (one writer per file: run folders and builds are locked). Missing parent
+  folders are created. Files get mode 0644 (mkstemp's 0600 would hide shared datasets from other
+  users).
   """
   p = pathlib.Path(path)
   p.parent.mkdir(parents=True, exist_ok=True)
+  for leftover in p.parent.glob(f".{glob.escape(p.name)}.*.tmp"):
+    with contextlib.suppress(OSError):
+      leftover.unlink()
   fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
   try:
     with os.fdopen(fd, mode, **open_kwargs) as f:
