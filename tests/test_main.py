@@ -18,7 +18,7 @@ def run_main(*args):
 
 @pytest.mark.parametrize("override, message", [
     ("--config.optim.lrr=3", "Unknown config key 'optim.lrr': optim has no field 'lrr'. "
-                             "Valid keys there: b2, final_lr_ratio, grad_clip, lr,"),
+                             "Valid keys there: b2, base_batch_size, final_lr_ratio, grad_clip, lr,"),
     ("--config.optimx.lr=3", "the top level has no field 'optimx'. Valid keys there: augment,"),
 ])
 def test_unknown_override_names_the_key_and_the_valid_ones(override, message):
