@@ -27,6 +27,7 @@ from sed_jax import checkpoint as ckpt_lib
 from sed_jax import io_utils
 from sed_jax import losses
 from sed_jax import metric_writers
+from sed_jax import preemption
 from sed_jax import processes
 from sed_jax import train
 from sed_jax.data import builders
@@ -96,6 +97,7 @@ def _in_worker(position: int, verbosity: int) -> None:
   logging.set_verbosity(verbosity)
   metric_writers.quiet_library_logs()
   metric_writers.set_bar_position(position)
+  preemption.install()  # A spawned worker starts with Python's default: die at once.
 
 
 def _train_teacher(config, run: Path, position: int = 0, verbosity: int = logging.INFO) -> None:

@@ -13,14 +13,17 @@ from __future__ import annotations
 import os
 import sys
 
+import jax
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from sed_jax import config_checks
 from sed_jax import config_lib
 from sed_jax import distill
 from sed_jax import io_utils
 from sed_jax import metric_writers
+from sed_jax import preemption
 from sed_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/).",
@@ -56,11 +59,9 @@ def initialize_distributed() -> None:
   """JAX's multi-controller runtime, when the launcher asks for it (SED_JAX_DISTRIBUTED=1, as
   launch/tpu_vm.sh sets on every TPU worker, or the explicit coordinator flags)."""
   if _COORDINATOR.value:
-    import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   elif os.environ.get("SED_JAX_DISTRIBUTED") == "1":
-    import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()  # Cluster details from the environment (TPU VMs, SLURM).
 
 
@@ -68,7 +69,6 @@ def use_compilation_cache(path: str) -> None:
   """Compiled programs are kept in `path` and reused by every later run (and by this run's
   teacher worker processes, which read it from the environment)."""
   if path:
-    import jax  # pylint: disable=g-import-not-at-top
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     jax.config.update("jax_compilation_cache_dir", path)
 
@@ -83,11 +83,19 @@ def main(argv):
     raise app.UsageError(f"Config key job={config.job!r} is not one of {sorted(JOBS)}.")
   workdir = _WORKDIR.value or config_lib.default_workdir(
       config_flags.get_config_filename(flags.FLAGS["config"]))
+  try:
+    config_checks.check(config, jax.device_count())
+  except config_checks.ConfigError as e:
+    sys.exit(f"sed_jax: {e}")
   print(f"workdir: {workdir}", flush=True)
+  preemption.install()
   try:
     JOBS[config.job](config, workdir)
   except (io_utils.BusyError, distill.StaleCacheError) as e:
     sys.exit(f"sed_jax: {e}")  # A situation to act on, explained; not a bug's traceback.
+  except preemption.Preempted as e:
+    print(f"sed_jax: {e}", file=sys.stderr, flush=True)
+    sys.exit(preemption.EXIT_CODE)
 
 
 if __name__ == "__main__":

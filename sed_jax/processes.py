@@ -21,6 +21,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sed_jax import preemption
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -48,18 +50,30 @@ def run_parallel(fn: Callable[..., Any], jobs: Sequence[tuple], names: Sequence[
 
   `fn` must be importable (a module-level function) and its arguments picklable. A job that
   raises stops the others and re-raises with its name; a worker killed from outside (out of
-  memory) is reported the same way.
+  memory) is reported the same way. SIGTERM reaches every worker (preemption.py); this waits
+  for their checkpoints, then raises `preemption.Preempted`.
   """
   if workers <= 1 or len(jobs) <= 1:
     return [fn(*job) for job in jobs]
-  with spawn_pool(min(workers, len(jobs))) as pool:
+  with spawn_pool(min(workers, len(jobs))) as pool, preemption.deferred():
     futures = [pool.submit(fn, *job) for job in jobs]
     try:
       results = []
       for name, future in zip(names, futures):
         try:
           results.append(future.result())
+        except preemption.Preempted:
+          # SIGTERM, passed on to every worker: let the running jobs finish their checkpoints.
+          for f in futures:
+            f.cancel()
+          concurrent.futures.wait(futures)
+          raise preemption.Preempted(
+              f"Stopped by SIGTERM; the runs under way ({name} among them) saved checkpoints "
+              "first. Run the same command again to resume them.") from None
         except concurrent.futures.process.BrokenProcessPool as e:
+          if preemption.requested():  # SIGTERM reached a worker before it could handle it.
+            raise preemption.Preempted("Stopped by SIGTERM. Run the same command again to "
+                                       "resume.") from None
           raise RuntimeError(f"The worker process running {name} died (killed from outside, "
                              "or out of memory); run again to resume it, or use one worker."
                              ) from e

@@ -7,7 +7,8 @@ Structure (the Flax-examples shape):
   replicated state, batch sharded over the `data` mesh axis and the old state donated;
 - `eval_step`: frame and clip probabilities of a batch;
 - `train_and_evaluate(config, workdir)`: the loop — data, resume, steps, periodic validation that
-  keeps the best checkpoint, periodic checkpoints, logs, and a final test evaluation.
+  keeps the best checkpoint, periodic checkpoints (and one on SIGTERM: preemption.py), logs,
+  and a final test evaluation.
 
 The distillation loss is one more term of the same step (`losses.total_loss`), fed by teacher
 logits that the input pipeline reads from the teacher cache; nothing here depends on it.
@@ -33,6 +34,7 @@ from sed_jax import checkpoint as ckpt_lib
 from sed_jax import io_utils
 from sed_jax import losses
 from sed_jax import metric_writers
+from sed_jax import preemption
 from sed_jax import sharding
 from sed_jax.data import builders
 from sed_jax.data import features as feat_lib
@@ -295,31 +297,38 @@ def _train_and_evaluate(config, workdir: Path, train_source, kd) -> dict[str, An
   progress = metric_writers.Progress(config.total_steps, step, config.batch_size,
                                      desc=workdir.name)
   history: list[dict[str, Any]] = []
-  try:
-    while step < config.total_steps:
-      batch = sharding.to_global(next(data_iter), mesh)
-      state, metrics = p_train(state, batch)
-      history.append(metrics)
-      step += 1
-      last = step == config.total_steps
-      if step % config.log_every == 0 or last:
-        history = jax.device_get(history)
-        _check_finite(history, step - len(history))
-        scalars = _mean_metrics(history) | {"lr": float(schedule(step - 1))}
-        writer.write(step, "train", scalars)
-        progress.update(step, loss=f"{scalars['loss']:.4f}")
-        history = []
-      if step % config.eval_every == 0 or last:
-        val = evaluate(p_eval, state, val_src, classes, config=config, mesh=mesh)
-        writer.write(step, "validation", val)
-        score = val.get(config.eval.metric)
-        if score is not None and ckpt.save_best(step, state, score):
-          logging.info("step %d: best %s so far: %.4f", step, config.eval.metric, score)
-      if step % config.checkpoint_every == 0 or last:
-        ckpt.save(step, state, data_iter, config)
-  finally:
-    progress.close()
-    ckpt.wait()
+  with preemption.deferred():
+    try:
+      while step < config.total_steps:
+        batch = sharding.to_global(next(data_iter), mesh)
+        state, metrics = p_train(state, batch)
+        history.append(metrics)
+        step += 1
+        last = step == config.total_steps
+        if step % config.log_every == 0 or last:
+          history = jax.device_get(history)
+          _check_finite(history, step - len(history))
+          scalars = _mean_metrics(history) | {"lr": float(schedule(step - 1))}
+          writer.write(step, "train", scalars)
+          progress.update(step, loss=f"{scalars['loss']:.4f}")
+          history = []
+        if step % config.eval_every == 0 or last:
+          val = evaluate(p_eval, state, val_src, classes, config=config, mesh=mesh)
+          writer.write(step, "validation", val)
+          score = val.get(config.eval.metric)
+          if score is not None and ckpt.save_best(step, state, score):
+            logging.info("step %d: best %s so far: %.4f", step, config.eval.metric, score)
+        preempted = not last and preemption.stop_at(step)
+        if step % config.checkpoint_every == 0 or last or preempted:
+          ckpt.save(step, state, data_iter, config)
+        if preempted:
+          ckpt.wait()
+          raise preemption.Preempted(
+              f"Stopped by SIGTERM at step {step} of {config.total_steps} of {workdir}, after "
+              "saving its checkpoint. Run the same command again to resume from that step.")
+    finally:
+      progress.close()
+      ckpt.wait()
 
   best = ckpt.restore_best(jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))

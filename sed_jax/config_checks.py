@@ -1,0 +1,120 @@
+"""Every config value checked before any work starts, with the key and the fix in the message.
+
+Why up front: a wrong value found late (an α of 1.5 after an hour of teacher training, a batch
+that does not split over the devices after the dataset build) costs the user the work before it.
+`check(config)` gathers every problem at once, so one edit fixes the command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """One or more config values are impossible; the message lists each key and its fix."""
+
+
+def check(config: ml_collections.ConfigDict, device_count: int | None = None) -> None:
+  """Raises ConfigError naming every impossible value of a `train` or `distill` config.
+
+  `device_count`: the global batch sizes must split evenly over this many devices.
+  """
+  problems = list(_training(config, "", device_count))
+  if config.get("job") == "distill":
+    problems += list(_distill(config, device_count))
+  if problems:
+    raise ConfigError("Invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
+  """The keys of one training run (a teacher's under `teacher.`, the student's at the top)."""
+  from sed_jax import train  # pylint: disable=g-import-not-at-top  (these import JAX)
+  from sed_jax.data import builders  # pylint: disable=g-import-not-at-top
+  from sed_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from sed_jax.models import crnn  # pylint: disable=g-import-not-at-top
+  for key in ("batch_size", "total_steps", "log_every", "eval_every", "checkpoint_every"):
+    if key in c and not (isinstance(c[key], int) and c[key] > 0):
+      yield f"{prefix}{key}={c[key]!r} must be a positive integer."
+  for key in ("batch_size", "eval.batch_size"):
+    value = c.eval.batch_size if key == "eval.batch_size" else c.get("batch_size")
+    if device_count and isinstance(value, int) and value > 0 and value % device_count:
+      yield (f"{prefix}{key}={value} does not split over the {device_count} devices: use a "
+             f"multiple of {device_count}.")
+  o = c.optim
+  if o.name not in train.OPTIMIZERS:
+    yield f"{prefix}optim.name={o.name!r} is not one of {train.OPTIMIZERS}."
+  if not o.lr > 0:
+    yield f"{prefix}optim.lr={o.lr!r} must be > 0."
+  if o.get("lr_scaling", "none") not in train.LR_SCALING:
+    yield f"{prefix}optim.lr_scaling={o.lr_scaling!r} is not one of {train.LR_SCALING}."
+  if o.get("base_batch_size", 1) <= 0:
+    yield f"{prefix}optim.base_batch_size={o.base_batch_size!r} must be > 0."
+  if o.warmup_steps < 0 or o.get("warmup_examples", 0) < 0:
+    yield f"{prefix}optim.warmup_steps / warmup_examples must be >= 0."
+  if not 0 <= o.final_lr_ratio <= 1:
+    yield f"{prefix}optim.final_lr_ratio={o.final_lr_ratio!r} must be in [0, 1]."
+  loss = c.loss
+  if c.get("job") == "distill":
+    pass  # The students' α and T come from kd.alpha / kd.temperature (checked there).
+  elif not 0 <= loss.alpha <= 1:
+    yield (f"{prefix}loss.alpha={loss.alpha!r} must be in [0, 1] (L = (1 − α)·BCE + "
+           "α·T²·KD).")
+  if c.get("job") != "distill" and not loss.temperature > 0:
+    yield f"{prefix}loss.temperature={loss.temperature!r} must be > 0."
+  if loss.weak_weight < 0 or loss.kd_clip_weight < 0:
+    yield f"{prefix}loss.weak_weight and loss.kd_clip_weight must be >= 0."
+  arch = c.model.arch
+  if arch and arch not in crnn.ARCHS:
+    yield f"{prefix}model.arch={arch!r} is not one of {sorted(crnn.ARCHS)}."
+  if c.model.dtype not in ("float32", "bfloat16"):
+    yield f"{prefix}model.dtype={c.model.dtype!r} must be float32 or bfloat16."
+  e = c.eval
+  if e.metric not in evaluate.METRICS:
+    yield f"{prefix}eval.metric={e.metric!r} is not one of {sorted(evaluate.METRICS)}."
+  if not 0 < e.threshold < 1:
+    yield f"{prefix}eval.threshold={e.threshold!r} must be in (0, 1)."
+  if e.median_window_s < 0:
+    yield f"{prefix}eval.median_window_s={e.median_window_s!r} must be >= 0 (0 = off)."
+  if prefix:
+    return
+  d = c.dataset
+  if d.name not in builders.DATASETS:
+    yield f"dataset.name={d.name!r} is not one of {sorted(builders.DATASETS)}."
+  if not d.clip_seconds > 0:
+    yield f"dataset.clip_seconds={d.clip_seconds!r} must be > 0."
+  if d.on_error not in ("raise", "skip"):
+    yield f"dataset.on_error={d.on_error!r} must be 'raise' or 'skip'."
+
+
+def _distill(c, device_count: int | None) -> Iterator[str]:
+  from sed_jax.models import crnn  # pylint: disable=g-import-not-at-top
+  teachers = list(c.teachers)
+  unknown = [t for t in teachers if t not in crnn.ARCHS or t == "student"]
+  if not teachers or unknown or len(set(teachers)) != len(teachers):
+    yield (f"teachers={tuple(teachers)!r} must be distinct teacher architectures from "
+           f"{sorted(set(crnn.ARCHS) - {'student'})}" +
+           (f" ({', '.join(map(repr, unknown))} is not one)" if unknown else "") + ".")
+  kd = c.kd
+  if not 0 <= kd.alpha <= 1:
+    yield f"kd.alpha={kd.alpha!r} must be in [0, 1] (L = (1 − α)·BCE + α·T²·KD)."
+  if not kd.temperature > 0:
+    yield f"kd.temperature={kd.temperature!r} must be > 0 (1 = the teachers' own outputs)."
+  strategy = kd.strategy
+  if strategy.startswith("single:"):
+    if strategy[len("single:"):] not in teachers:
+      yield f"kd.strategy={strategy!r} names no teacher of {tuple(teachers)!r}."
+  elif strategy not in ("mean_prob", "mean_logit", "weighted", "class_weighted"):
+    yield (f"kd.strategy={strategy!r} is not one of mean_prob, mean_logit, weighted, "
+           "class_weighted, single:<teacher>.")
+  if strategy == "weighted" and len(kd.weights) != len(teachers):
+    yield (f"kd.weights has {len(kd.weights)} values for {len(teachers)} teachers: "
+           "strategy=weighted needs one per teacher.")
+  if any(w < 0 for w in kd.weights):
+    yield "kd.weights must be >= 0."
+  if not (isinstance(kd.cache_batch_size, int) and kd.cache_batch_size > 0):
+    yield f"kd.cache_batch_size={kd.cache_batch_size!r} must be a positive integer."
+  if c.get("parallel_runs", 1) < 1:
+    yield f"parallel_runs={c.parallel_runs!r} must be >= 1."
+  yield from _training(c.teacher, "teacher.", device_count)
