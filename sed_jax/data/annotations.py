@@ -434,11 +434,20 @@ def check_audio_present(filenames: Iterable[str], audio_dir: PathLike,
                  "Check the dataset layout: each split has its audio in an audio/ folder.")
   missing = list(dict.fromkeys(f for f in filenames if not (d / f).is_file()))
   if missing:
-    listed = ", ".join(missing[:_MAX_LISTED])
+    listed = ", ".join(f + _not_a_file(d / f) for f in missing[:_MAX_LISTED])
     more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
     raise _error(d, None, f"{len(missing)} annotated file(s){source} have no audio in "
                  f"this folder: {listed}{more}",
                  "Restore the audio files, or remove their rows from the annotations.")
+
+
+def _not_a_file(path: pathlib.Path) -> str:
+  """Why a path that is not a regular file still shows up in a folder listing, if it does."""
+  if path.is_dir():
+    return " (a directory, not a file)"
+  if path.is_symlink():
+    return " (a symlink to no file: broken, or a loop)"
+  return ""
 
 
 def events_to_weak(events: Iterable[Event]) -> list[str]:

@@ -92,7 +92,29 @@ def _check_path(path: PathLike) -> pathlib.Path:
   if st.st_size == 0:
     raise _error(p, "file is empty (0 bytes)",
                  "The file was probably not completely downloaded or written; restore it.")
+  if p.suffix.lower() == ".wav":
+    _check_wav_complete(p, st.st_size)
   return p
+
+
+def _check_wav_complete(p: pathlib.Path, size: int) -> None:
+  """A WAV file cut short (an interrupted copy or download) is an error.
+
+  libsndfile reads such a file without complaint and returns only the samples that are there, so
+  a clip would silently lose its end while its annotations still cover it. The RIFF header says
+  how long the file should be. Streamed WAVs, whose writer could not seek back, declare 0 or
+  0xFFFFFFFF; they cannot be checked this way, so they pass. A missing pad byte is tolerated.
+  """
+  with open(p, "rb") as f:
+    head = f.read(12)
+  if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+    return  # Not a plain RIFF/WAVE file: left to the decoder.
+  declared = int.from_bytes(head[4:8], "little")
+  if declared in (0, 0xFFFFFFFF):
+    return
+  if declared + 8 > size + 1:
+    raise _error(p, f"is truncated (its header declares {declared + 8} bytes, the file has "
+                 f"{size})", "The copy or download was cut short; restore the file.")
 
 
 @contextlib.contextmanager

@@ -310,7 +310,7 @@ def test_check_audio_present(tmp_path):
   names = present + missing[:10] + ["dir.wav"] + present + missing[10:] + missing[:3]
   message = _raises_at(audio_dir, None, "26 annotated file(s) listed in strong.tsv have no audio",
                        ann.check_audio_present, names, audio_dir, tsv_path="strong.tsv")
-  listed = missing[:10] + ["dir.wav"] + missing[10:19]
+  listed = missing[:10] + ["dir.wav (a directory, not a file)"] + missing[10:19]
   assert ", ".join(listed) + " and 6 more." in message
   assert "m19.wav" not in message
 

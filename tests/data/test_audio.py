@@ -128,7 +128,7 @@ def _bad_files(tmp_path: pathlib.Path) -> dict[str, tuple[pathlib.Path, str]]:
   (tmp_path / "empty.wav").write_bytes(b"")
   cases["empty"] = (tmp_path / "empty.wav", "empty (0 bytes)")
   (tmp_path / "truncated.wav").write_bytes(_valid_wav_bytes(tmp_path)[:20])
-  cases["truncated_header"] = (tmp_path / "truncated.wav", "cannot be decoded")
+  cases["truncated_header"] = (tmp_path / "truncated.wav", "is truncated")
   (tmp_path / "random.wav").write_bytes(np.random.default_rng(0).bytes(4096))
   cases["random_bytes"] = (tmp_path / "random.wav", "cannot be decoded")
   (tmp_path / "text.flac").write_text("this is not audio\n")
@@ -163,6 +163,19 @@ def test_bad_files_raise_audio_error_naming_the_path(tmp_path, case, fn):
   _assert_names(err, path)
   assert phrase in str(err.value)
   assert isinstance(err.value, ValueError)
+
+
+def test_wav_cut_short_is_an_error_but_a_streamed_wav_is_read(tmp_path):
+  path = _write(tmp_path / "cut.wav", _sine(440, SR, 1.0), SR, "PCM_16")
+  whole = path.read_bytes()
+  path.write_bytes(whole[:len(whole) // 2])  # libsndfile alone would return half the clip.
+  with pytest.raises(audio.AudioError, match=r"cut\.wav: is truncated \(its header declares "
+                     f"{len(whole)} bytes, the file has {len(whole) // 2}\\)"):
+    audio.load_audio(path, SR)
+  # A writer that could not seek back (a pipe) leaves the size fields at 0xFFFFFFFF.
+  streamed = tmp_path / "streamed.wav"
+  streamed.write_bytes(whole[:4] + b"\xff\xff\xff\xff" + whole[8:])
+  assert audio.load_audio(streamed, SR).shape == (SR,)
 
 
 def test_str_paths_are_accepted_and_named(tmp_path):
