@@ -62,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _short_schedule(c)
 
   c.report_clips = 3             # Test clips shown as event rolls in report.md.
-  c.teachers = list(TEACHERS)
+  c.teachers = TEACHERS  # A tuple, so --config.teachers="('resnet', 'gated')" overrides it.
   # Teacher (and student) runs trained at once, each in its own process (sed_jax/processes.py):
   # on a CPU host two at a time finish sooner; accelerator hosts (scale=full) train one at a
   # time on every device.
