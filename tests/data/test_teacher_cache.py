@@ -107,3 +107,14 @@ def test_a_teacher_with_another_frame_rate_is_refused_before_any_work(setup, tmp
   with pytest.raises(FileNotFoundError, match="no best checkpoint"):
     teacher_cache.make(config.dataset, config.features,
                        [teacher_cache.Teacher("none", str(tmp_path))])
+
+
+def test_the_cache_is_found_whatever_the_data_dir_spelling(setup, monkeypatch):
+  config, _, _, teachers, _ = setup
+  data_dir = Path(config.dataset.data_dir)
+  monkeypatch.chdir(data_dir.parent)
+  other = config.dataset.copy_and_resolve_references()
+  other.update(dict(data_dir=data_dir.name, num_workers=3))  # Relative; other workers.
+  names = [teacher_cache.make(d, config.features, teachers, batch_size=4).builder_config.name
+           for d in (config.dataset, other)]
+  assert names[0] == names[1]

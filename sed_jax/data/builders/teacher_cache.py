@@ -201,7 +201,10 @@ def make(data_cfg, feature_cfg, teachers: Sequence[Teacher], batch_size: int = 3
                 base=f"{base_builder.name}/{base_builder.builder_config.name}",
                 teachers=identities, splits=splits, batch_size=batch_size)
   content = [(t["name"], t["arch"], t["step"], t["hash"]) for t in identities]
+  # Where the data lives and how it was built (folders, workers) do not change its content.
   fp_params = {k: v for k, v in params.items() if k not in ("batch_size", "teachers")}
+  fp_params["dataset"] = {k: v for k, v in fp_params["dataset"].items()
+                          if k not in ("data_dir", "num_workers", "on_error")}
   config = base.make_config(
       "cache", feature_cfg.to_dict(), base_builder.builder_config.classes, fp_params,
       content=content, description=f"{params['base']} + logits of {', '.join(names)}")
