@@ -82,7 +82,9 @@ def markdown(rows: list[dict], teacher_rows: list[dict], config) -> str:
   lines = [f"KD ablation on `{config.dataset.name}` (test split), student `{config.model.arch}`, "
            f"{config.total_steps} steps at batch {config.batch_size}, T={config.kd.temperature:g}, "
            f"α={config.kd.alpha:g}, unlabeled data {'on' if config.kd.use_unlabeled else 'off'} "
-           "unless the row says otherwise. Students: mean ± sample std over seeds.", "",
+           "unless the row says otherwise (with unlabeled data a KD student's batch grows by "
+           "their share: distill.batch_with_unlabeled). Students: mean ± sample std over seeds.",
+           "",
            "| model | seeds | " + " | ".join(label for _, label in METRICS) + " |",
            "|---|---:|" + "---:|" * len(METRICS)]
   for r in teacher_rows + rows:

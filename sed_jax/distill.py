@@ -145,12 +145,27 @@ def train_student(config, run_dir: Path, cache=None) -> dict[str, Any]:
   trained again (the ablation benchmark reuses the main job's students this way)."""
   if cache is None:
     return train.train_and_evaluate(student_config(config, 0.0), run_dir)
+  scfg = student_config(config, config.kd.alpha)
   sources = [cache.as_data_source("train")]
   if config.kd.use_unlabeled and "unlabeled" in cache.info.splits:
     sources.append(cache.as_data_source("unlabeled"))
-  return train.train_and_evaluate(student_config(config, config.kd.alpha), run_dir,
-                                  train_source=pipeline.ConcatSource(sources),
+    scfg.batch_size = batch_with_unlabeled(config.batch_size, len(sources[0]), len(sources[1]),
+                                           jax.device_count())
+  return train.train_and_evaluate(scfg, run_dir, train_source=pipeline.ConcatSource(sources),
                                   kd=kd_combination(config, cache))
+
+
+def batch_with_unlabeled(batch_size: int, labelled: int, unlabeled: int, devices: int) -> int:
+  """The KD student's global batch when unlabeled clips join the labelled ones.
+
+  It grows by their share, so that each step still sees `batch_size` labelled clips on average
+  (as many as the no-KD student at the same step) plus unlabeled ones that teach through the KD
+  term only. Mixed into the same batch instead, unlabeled clips took slots from labelled ones
+  and cost more than they taught (README, "Distillation"). Rounded up to a multiple of
+  `devices`.
+  """
+  grown = batch_size * (labelled + unlabeled) / max(labelled, 1)
+  return int(-(-round(grown) // devices) * devices)
 
 
 def train_students(config, workdir: Path, teachers) -> dict[str, dict[str, Any]]:

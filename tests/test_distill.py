@@ -88,6 +88,19 @@ def test_the_kd_student_trained_on_cached_logits_and_unlabeled_clips(experiment)
   no_kd = [json.loads(l) for l in
            (workdir / "students" / "no_kd" / "metrics.jsonl").read_text().splitlines()]
   assert all("loss_kd_frame" not in r for r in no_kd)
+  # 16 labelled + 8 unlabeled clips: the batch grows from 4 to 6, so a step still sees 4
+  # labelled clips on average, like the no-KD student's.
+  batch = lambda run: json.loads((workdir / "students" / run / "config.json").read_text())[
+      "batch_size"]
+  assert (batch("no_kd"), batch("kd_class_weighted")) == (4, 6)
+
+
+@pytest.mark.parametrize("batch,labelled,unlabeled,devices,grown", [
+    (16, 2000, 1000, 1, 24), (32, 2000, 1000, 8, 48), (16, 1500, 1000, 8, 32),
+    (16, 2000, 0, 1, 16), (4, 16, 8, 1, 6)])
+def test_batch_with_unlabeled_keeps_the_labelled_clips_per_step(batch, labelled, unlabeled,
+                                                                 devices, grown):
+  assert distill.batch_with_unlabeled(batch, labelled, unlabeled, devices) == grown
 
 
 def test_rerun_reuses_every_stage(experiment):
