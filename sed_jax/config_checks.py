@@ -42,6 +42,13 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
     if device_count and isinstance(value, int) and value > 0 and value % device_count:
       yield (f"{prefix}{key}={value} does not split over the {device_count} devices: use a "
              f"multiple of {device_count}.")
+  k = c.get("grad_accum_steps", 1)
+  if not (isinstance(k, int) and k > 0):
+    yield f"{prefix}grad_accum_steps={k!r} must be a positive integer (1 = no accumulation)."
+  elif k > 1 and isinstance(c.get("batch_size"), int) and c.batch_size % (k * (device_count or 1)):
+    yield (f"{prefix}batch_size={c.batch_size} does not split into grad_accum_steps={k} "
+           f"micro-batches over {device_count or 1} device(s): use a multiple of "
+           f"{k * (device_count or 1)}.")
   o = c.optim
   if o.name not in train.OPTIMIZERS:
     yield f"{prefix}optim.name={o.name!r} is not one of {train.OPTIMIZERS}."

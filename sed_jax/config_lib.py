@@ -166,7 +166,10 @@ def training_config(smoke: bool = False) -> ml_collections.ConfigDict:
   from sed_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict(dict(
       batch_size=64, total_steps=3000, log_every=50, eval_every=500, checkpoint_every=500,
-      keep_checkpoints=2, loader_workers=0))
+      keep_checkpoints=2, loader_workers=0,
+      # Micro-batches per step (train.train_step): the memory of batch_size / k examples, the
+      # same update as the whole batch. batch_size must be a multiple of k x device count.
+      grad_accum_steps=1))
   c.optim = optimizer_config()
   c.loss = losses.loss_config()
   c.augment = pipeline.augment_config()

@@ -17,29 +17,54 @@ import ml_collections
 import optax
 
 
-def masked_mean(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-  """Mean of `x` over the positions where `mask` (broadcast to x) is true; 0 if none is."""
+def masked_mean(x: jnp.ndarray, mask: jnp.ndarray, denom=None) -> jnp.ndarray:
+  """Mean of `x` over the positions where `mask` (broadcast to x) is true; 0 if none is.
+
+  `denom` replaces the count of those positions: gradient accumulation passes the whole
+  batch's count to each micro-batch, so that the micro-batch terms add up to the batch's mean.
+  """
   mask = jnp.broadcast_to(mask, x.shape).astype(jnp.float32)
-  return jnp.sum(x.astype(jnp.float32) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  if denom is None:
+    denom = jnp.maximum(jnp.sum(mask), 1.0)
+  return jnp.sum(x.astype(jnp.float32) * mask) / denom
 
 
-def strong_bce(frame_logits, strong, has_strong, frame_mask) -> jnp.ndarray:
+def _strong_mask(has_strong, frame_mask):
+  return has_strong[:, None, None] & frame_mask[:, :, None]
+
+
+def term_masks(batch) -> dict[str, jnp.ndarray]:
+  """Where each loss term averages, broadcastable to [B, T, C] (frames) or [B, C] (clips)."""
+  valid = batch.get("mask", jnp.ones(batch["frame_mask"].shape[0], bool))
+  return dict(strong=_strong_mask(batch["has_strong"], batch["frame_mask"]),
+              weak=batch["has_weak"][:, None], kd_frame=batch["frame_mask"][:, :, None],
+              kd_clip=valid[:, None])
+
+
+def term_denominators(batch, num_classes: int) -> dict[str, jnp.ndarray]:
+  """Each term's count of averaged positions over `batch` (see masked_mean's `denom`)."""
+  return {k: jnp.maximum(jnp.sum(m.astype(jnp.float32)) * num_classes, 1.0)
+          for k, m in term_masks(batch).items()}
+
+
+def strong_bce(frame_logits, strong, has_strong, frame_mask, denom=None) -> jnp.ndarray:
   """Frame-level BCE [B, T, C] averaged over labelled examples' valid frames and classes."""
   bce = optax.sigmoid_binary_cross_entropy(frame_logits.astype(jnp.float32), strong)
-  mask = has_strong[:, None, None] & frame_mask[:, :, None]
-  return masked_mean(bce, mask)
+  return masked_mean(bce, _strong_mask(has_strong, frame_mask), denom)
 
 
-def weak_bce(clip_logits, weak, has_weak) -> jnp.ndarray:
+def weak_bce(clip_logits, weak, has_weak, denom=None) -> jnp.ndarray:
   """Clip-level BCE [B, C] averaged over weakly (or strongly) labelled examples and classes."""
   bce = optax.sigmoid_binary_cross_entropy(clip_logits.astype(jnp.float32), weak)
-  return masked_mean(bce, has_weak[:, None])
+  return masked_mean(bce, has_weak[:, None], denom)
 
 
-def supervised_loss(frame_logits, clip_logits, batch, weak_weight: float = 1.0):
+def supervised_loss(frame_logits, clip_logits, batch, weak_weight: float = 1.0, denoms=None):
   """BCE on the labels a batch has: strong + weak_weight * weak. Returns (loss, metrics)."""
-  s = strong_bce(frame_logits, batch["strong"], batch["has_strong"], batch["frame_mask"])
-  w = weak_bce(clip_logits, batch["weak"], batch["has_weak"])
+  denoms = denoms or {}
+  s = strong_bce(frame_logits, batch["strong"], batch["has_strong"], batch["frame_mask"],
+                 denoms.get("strong"))
+  w = weak_bce(clip_logits, batch["weak"], batch["has_weak"], denoms.get("weak"))
   return s + weak_weight * w, {"loss_strong": s, "loss_weak": w}
 
 
@@ -53,16 +78,19 @@ def loss_config() -> ml_collections.ConfigDict:
   ))
 
 
-def total_loss(frame_logits, clip_logits, batch, cfg, kd_weights=None, kd_mode: str = "prob"):
+def total_loss(frame_logits, clip_logits, batch, cfg, kd_weights=None, kd_mode: str = "prob",
+               denoms=None):
   """The training objective of every model.
 
   `(1 − α)·(strong BCE + weak_weight·weak BCE) + α·T²·(frame KD + kd_clip_weight·clip KD)`.
   The KD terms need `teacher_logits` [B, K, T, C] and `teacher_clip_logits` [B, K, C] in the
   batch and the combination `kd_weights` [K, C]; every example contributes to them (labelled or
-  not) over its valid frames, so unlabelled clips teach through the teachers only. Returns
-  (loss, metrics).
+  not) over its valid frames, so unlabelled clips teach through the teachers only. `denoms`
+  (term_denominators of a larger batch) make it a micro-batch's share of that batch's loss.
+  Returns (loss, metrics).
   """
-  sup, aux = supervised_loss(frame_logits, clip_logits, batch, cfg.weak_weight)
+  denoms = denoms or {}
+  sup, aux = supervised_loss(frame_logits, clip_logits, batch, cfg.weak_weight, denoms)
   if not cfg.alpha:
     return sup, aux
   if kd_weights is None or "teacher_logits" not in batch:
@@ -70,9 +98,9 @@ def total_loss(frame_logits, clip_logits, batch, cfg, kd_weights=None, kd_mode: 
   t = cfg.temperature
   frame_target = combine_teachers(batch["teacher_logits"], kd_weights, t, kd_mode)
   clip_target = combine_teachers(batch["teacher_clip_logits"], kd_weights, t, kd_mode)
-  valid = batch.get("mask", jnp.ones(frame_logits.shape[0], bool))
-  kd_frame = kd_bce(frame_logits, frame_target, t, batch["frame_mask"][:, :, None])
-  kd_clip = kd_bce(clip_logits, clip_target, t, valid[:, None])
+  masks = term_masks(batch)
+  kd_frame = kd_bce(frame_logits, frame_target, t, masks["kd_frame"], denoms.get("kd_frame"))
+  kd_clip = kd_bce(clip_logits, clip_target, t, masks["kd_clip"], denoms.get("kd_clip"))
   kd = kd_frame + cfg.kd_clip_weight * kd_clip
   loss = (1 - cfg.alpha) * sup + cfg.alpha * t * t * kd
   return loss, aux | {"loss_kd_frame": kd_frame, "loss_kd_clip": kd_clip, "loss_supervised": sup}
@@ -136,7 +164,7 @@ def combine_teachers(teacher_logits, weights, temperature: float, mode: str = "p
   return jnp.sum(w * jax.nn.sigmoid(z), axis=1)
 
 
-def kd_bce(student_logits, target_probs, temperature: float, mask) -> jnp.ndarray:
+def kd_bce(student_logits, target_probs, temperature: float, mask, denom=None) -> jnp.ndarray:
   """BCE between σ(student/T) and the soft target, averaged where `mask` is true.
 
   Its gradient with respect to the student logits is (σ(z/T) − target) / T: zero exactly when
@@ -144,4 +172,4 @@ def kd_bce(student_logits, target_probs, temperature: float, mask) -> jnp.ndarra
   magnitudes comparable across temperatures (Hinton et al. 2015).
   """
   z = student_logits.astype(jnp.float32) / temperature
-  return masked_mean(optax.sigmoid_binary_cross_entropy(z, target_probs), mask)
+  return masked_mean(optax.sigmoid_binary_cross_entropy(z, target_probs), mask, denom)

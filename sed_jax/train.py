@@ -134,30 +134,66 @@ def init_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...]) -> Train
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, loss_cfg,
-               kd_weights=None, kd_mode: str = "prob") -> tuple[TrainState, dict[str, jax.Array]]:
+               kd_weights=None, kd_mode: str = "prob",
+               accum_steps: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on a global batch. A non-finite loss or gradient leaves `state` as it
   was (so the last good state survives) and reports `finite = False` for the host to stop on.
 
   With `loss_cfg.alpha > 0` the batch carries cached teacher logits and the loss adds the
-  multi-teacher KD term (`losses.total_loss`; `kd_weights` [K, C] combine the teachers)."""
+  multi-teacher KD term (`losses.total_loss`; `kd_weights` [K, C] combine the teachers).
+
+  `accum_steps` > 1 runs the forward/backward pass on that many micro-batches in turn (memory
+  for one) and applies one update: the same loss and gradient as the whole batch, because each
+  micro-batch's loss terms are divided by the whole batch's counts (losses.term_denominators).
+  Micro-batch m holds examples m, m + k, m + 2k, ... so each device keeps its own share. Only
+  BatchNorm differs: it normalises each micro-batch by its own statistics, as data-parallel
+  devices do, and updates its running averages once per micro-batch."""
   rng, dropout_rng = jax.random.split(state.rng)
+  denoms = losses.term_denominators(batch, batch["strong"].shape[-1])
 
-  def loss_fn(params):
+  def loss_fn(params, batch_stats, micro, key):
     (frame_logits, clip_logits), updates = model.apply(
-        {"params": params, "batch_stats": state.batch_stats}, batch["log_mel"], train=True,
-        frame_mask=batch["frame_mask"], mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-    loss, aux = losses.total_loss(frame_logits, clip_logits, batch, loss_cfg, kd_weights,
-                                  kd_mode)
-    return loss, (aux, updates)
+        {"params": params, "batch_stats": batch_stats}, micro["log_mel"], train=True,
+        frame_mask=micro["frame_mask"], mutable=["batch_stats"], rngs={"dropout": key})
+    loss, aux = losses.total_loss(frame_logits, clip_logits, micro, loss_cfg, kd_weights,
+                                  kd_mode, denoms)
+    return loss, (aux, updates.get("batch_stats", {}))
 
-  (loss, (aux, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if accum_steps == 1:
+    (loss, (aux, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch,
+                                                dropout_rng)
+  else:
+    micro = jax.tree.map(lambda x: jnp.swapaxes(
+        x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]), 0, 1), batch)
+
+    def accumulate(carry, inputs):
+      grads, loss, aux, stats = carry
+      (l, (a, stats)), g = grad_fn(state.params, stats, *inputs)
+      add = lambda x, y: jax.tree.map(jnp.add, x, y)
+      return (add(grads, g), loss + l, add(aux, a), stats), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    (_, (aux0, _)), _ = jax.eval_shape(grad_fn, state.params, state.batch_stats, first,
+                                       dropout_rng)
+    zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
+    init = (zeros(state.params), jnp.zeros((), jnp.float32), zeros(aux0), state.batch_stats)
+    (grads, loss, aux, batch_stats), _ = jax.lax.scan(
+        accumulate, init, (micro, jax.random.split(dropout_rng, accum_steps)))
+  updates = {"batch_stats": batch_stats}
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  # Which examples brought NaN/inf in, so that a stop can name them (cheap: one reduction each).
+  bad_input = jnp.zeros(batch["log_mel"].shape[:1], bool)
+  for key in ("log_mel", "strong", "weak", "teacher_logits", "teacher_clip_logits"):
+    if key in batch:
+      x = batch[key]
+      bad_input |= ~jnp.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
   deltas, opt_state = tx.update(grads, state.opt_state, state.params)
   new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, deltas),
                       batch_stats=updates["batch_stats"], opt_state=opt_state, rng=rng)
   new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-  return new, dict(loss=loss, grad_norm=grad_norm, finite=finite, **aux)
+  return new, dict(loss=loss, grad_norm=grad_norm, finite=finite, bad_input=bad_input, **aux)
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model) -> dict[str, jax.Array]:
@@ -215,17 +251,33 @@ def evaluate(eval_fn, state, source, classes, *, config, mesh) -> dict[str, Any]
       feat_lib.output_frame_seconds(config.features), config.eval)
 
 
-def _check_finite(history: list[dict[str, Any]], first_step: int) -> None:
+def _check_finite(history: list[dict[str, Any]], first_step: int,
+                  audio_ids: list[np.ndarray]) -> None:
+  """Raises NonFiniteLossError at the first step of `history` whose loss or gradient was not
+  finite, naming the examples (`audio_ids`: this process's, per step) that brought NaN/inf in."""
   for i, m in enumerate(history):
-    if not bool(m["finite"]):
+    if bool(m["finite"]):
+      continue
+    where = (f"step {first_step + i + 1} (loss={float(m['loss'])}, "
+             f"grad_norm={float(m['grad_norm'])})")
+    bad = np.asarray(m["bad_input"])
+    local = len(audio_ids[i])
+    mine = bad[jax.process_index() * local:(jax.process_index() + 1) * local]
+    names = [str(a) for a, b in zip(audio_ids[i], mine) if b]
+    if bad.any():
       raise NonFiniteLossError(
-          f"Non-finite loss or gradient at step {first_step + i + 1} (loss={float(m['loss'])}, "
-          f"grad_norm={float(m['grad_norm'])}); training stopped and the last good checkpoint "
-          "was kept. Lower optim.lr, raise optim.warmup_steps or check the data for NaN/inf.")
+          f"Non-finite input at {where}: NaN/inf in the features, targets or teacher logits of "
+          f"{int(bad.sum())} example(s)" + (f", here: {', '.join(names)}" if names else "") +
+          ". Training stopped and the last good checkpoint was kept. Rebuild the dataset (or "
+          "teacher cache) these clips come from, or remove them.")
+    raise NonFiniteLossError(
+        f"Non-finite loss or gradient at {where}, every input finite: training diverged. It "
+        "stopped and the last good checkpoint was kept. Lower optim.lr, raise "
+        "optim.warmup_steps or lower optim.grad_clip.")
 
 
 def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
-  keys = [k for k in history[0] if k != "finite"]
+  keys = [k for k in history[0] if k not in ("finite", "bad_input")]
   return {k: float(np.mean([float(m[k]) for m in history])) for k in keys}
 
 
@@ -287,7 +339,8 @@ def _train_and_evaluate(config, workdir: Path, train_source, kd) -> dict[str, An
 
   kd_weights, kd_mode = (None, "prob") if kd is None else (jnp.asarray(kd[0]), kd[1])
   p_train = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_cfg=config.loss,
-                                      kd_weights=kd_weights, kd_mode=kd_mode),
+                                      kd_weights=kd_weights, kd_mode=kd_mode,
+                                      accum_steps=config.get("grad_accum_steps", 1)),
                     in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=(0,))
   p_eval = jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
                    out_shardings=data)
@@ -297,21 +350,24 @@ def _train_and_evaluate(config, workdir: Path, train_source, kd) -> dict[str, An
   progress = metric_writers.Progress(config.total_steps, step, config.batch_size,
                                      desc=workdir.name)
   history: list[dict[str, Any]] = []
+  audio_ids: list[np.ndarray] = []  # This process's examples of each step in `history`.
   with preemption.deferred():
     try:
       while step < config.total_steps:
-        batch = sharding.to_global(next(data_iter), mesh)
+        host_batch = next(data_iter)
+        batch = sharding.to_global(pipeline.device_batch(host_batch), mesh)
         state, metrics = p_train(state, batch)
         history.append(metrics)
+        audio_ids.append(host_batch["audio_id"])
         step += 1
         last = step == config.total_steps
         if step % config.log_every == 0 or last:
           history = jax.device_get(history)
-          _check_finite(history, step - len(history))
+          _check_finite(history, step - len(history), audio_ids)
           scalars = _mean_metrics(history) | {"lr": float(schedule(step - 1))}
           writer.write(step, "train", scalars)
           progress.update(step, loss=f"{scalars['loss']:.4f}")
-          history = []
+          history, audio_ids = [], []
         if step % config.eval_every == 0 or last:
           val = evaluate(p_eval, state, val_src, classes, config=config, mesh=mesh)
           writer.write(step, "validation", val)

@@ -167,3 +167,23 @@ def test_kd_reaches_unlabelled_examples_and_skips_padded_frames():
   np.testing.assert_array_equal(g[1, 2:], 0.0)
   with pytest.raises(ValueError, match="teacher logits"):
     losses.total_loss(frame, clip, batch([True, True], [True, True]), cfg, w, mode)
+
+
+@pytest.mark.parametrize("strategy", ["mean_prob", "mean_logit"])
+def test_saturated_float16_teachers_give_a_finite_loss_and_gradient(strategy):
+  """Cached logits sit at ±30 when teachers are certain (teacher_cache.LOGIT_LIMIT), and two
+  teachers may be certain in opposite directions."""
+  from sed_jax.data.builders import teacher_cache  # pylint: disable=g-import-not-at-top
+  b = kd_batch()
+  z = np.zeros(b["teacher_logits"].shape, np.float32)
+  z[:, 0], z[:, 1] = 1e6, -1e6  # What an overconfident teacher could output.
+  b["teacher_logits"] = jnp.asarray(teacher_cache._f16(z))  # pylint: disable=protected-access
+  assert np.isfinite(np.asarray(b["teacher_logits"], np.float32)).all()
+  assert float(jnp.abs(b["teacher_logits"].astype(jnp.float32)).max()) == 30.0
+  frame, clip = logits(2)
+  w, mode = losses.teacher_weights(strategy, TEACHERS, 2)
+  cfg = losses.loss_config()
+  cfg.update(dict(alpha=0.9, temperature=1.0))
+  loss, grads = jax.value_and_grad(
+      lambda f: losses.total_loss(f, clip, b, cfg, w, mode)[0])(frame)
+  assert np.isfinite(float(loss)) and np.isfinite(np.asarray(grads)).all()

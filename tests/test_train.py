@@ -7,7 +7,9 @@ import subprocess
 import sys
 import textwrap
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from sed_jax import checkpoint
 from sed_jax import config_lib
 from sed_jax import train
 from sed_jax.data import pipeline
+from sed_jax.models import crnn
 
 CONFIG = "configs/teacher.py"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,18 +117,22 @@ def test_resume_after_sigkill_gives_the_uninterrupted_parameters(finished, tmp_p
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     data_dir, tmp_path, monkeypatch):
   config = tiny_config(data_dir)
-  real, calls = pipeline.FixLength.map, []
+  real, calls, poisoned_ids = pipeline.FixLength.map, [], []
 
   def poisoned(self, ex):
     out = real(self, ex)
     calls.append(1)
-    if len(calls) > 2 * config.batch_size:  # From the 3rd training batch on.
-      out["log_mel"] = np.full_like(out["log_mel"], np.nan)
+    if len(calls) == 2 * config.batch_size + 2:  # One example of the 3rd training batch.
+      out["log_mel"] = out["log_mel"].copy()
+      out["log_mel"][5, 3] = np.inf
+      poisoned_ids.append(out["audio_id"])
     return out
 
   monkeypatch.setattr(pipeline.FixLength, "map", poisoned)
-  with pytest.raises(train.NonFiniteLossError, match="step 3"):
+  with pytest.raises(train.NonFiniteLossError) as err:
     train.train_and_evaluate(config, tmp_path)
+  assert str(err.value).startswith("Non-finite input at step 3 ")
+  assert f"1 example(s), here: {poisoned_ids[0]}." in str(err.value)
   params = final_params(config, tmp_path)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
   assert not (tmp_path / "test_metrics.json").exists()
@@ -169,7 +176,8 @@ def test_warmup_in_examples_is_the_same_data_at_any_batch_size():
     train.peak_lr(cfg, 64)
 
 
-def random_batch(config, b=4, seed=0):
+def random_batch(config, b=4, seed=0, teachers=0):
+  """A learnable batch; with `teachers` = K, cached teacher logits too (for KD steps)."""
   rng = np.random.default_rng(seed)
   frames = pipeline.clip_frames(config.dataset, config.features)
   t_out, c = frames // config.features.time_pool, 10
@@ -178,9 +186,13 @@ def random_batch(config, b=4, seed=0):
   loud = np.repeat(np.repeat(strong, config.features.time_pool, 1), 6, 2)
   mel = rng.standard_normal((b, frames, config.features.n_mels)).astype(np.float32)
   mel[:, :, :6 * c] += 3.0 * loud
-  return dict(log_mel=mel,
-              strong=strong, weak=strong.max(1), has_strong=np.array([True, True, False, True]),
-              has_weak=np.ones(b, bool), frame_mask=np.ones((b, t_out), bool))
+  out = dict(log_mel=mel, strong=strong, weak=strong.max(1),
+             has_strong=np.resize([True, True, False, True], b), has_weak=np.ones(b, bool),
+             frame_mask=np.ones((b, t_out), bool))
+  if teachers:
+    out["teacher_logits"] = rng.normal(0, 3, (b, teachers, t_out, c)).astype(np.float16)
+    out["teacher_clip_logits"] = rng.normal(0, 3, (b, teachers, c)).astype(np.float16)
+  return out
 
 
 def make_step(config):
@@ -210,7 +222,8 @@ def test_the_real_step_fits_a_batch(data_dir, dtype):
 
 
 def test_8_devices_give_the_1_device_step(data_dir):
-  """Same global batch on a 1-device and an 8-device `data` mesh: same loss and parameters."""
+  """Same global batch on a 1-device and an 8-device `data` mesh: same loss and parameters, for
+  a supervised step, a distillation step and a distillation step in micro-batches."""
   script = textwrap.dedent(f"""
       import functools, sys
       import jax, numpy as np
@@ -218,33 +231,79 @@ def test_8_devices_give_the_1_device_step(data_dir):
       from sed_jax import sharding, train
       from tests import test_train
       config = test_train.tiny_config({str(data_dir)!r})
-      config.batch_size = 8
-      results = []
-      for devices in (jax.devices()[:1], jax.devices()):
-        mesh = sharding.make_mesh(devices)
-        repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
-        state, _ = test_train.make_step(config)
-        model = train.model_from_config(config, 10)
-        tx, _ = train.make_optimizer(config.optim, config.total_steps)
-        step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
-                                         loss_cfg=config.loss),
-                       in_shardings=(repl, data), out_shardings=(repl, repl))
-        state = jax.device_put(state, repl)
-        batch = test_train.random_batch(config, b=4) | {{}}
-        batch = {{k: np.concatenate([v, v]) for k, v in batch.items()}}
-        losses = []
-        for _ in range(3):
-          state, m = step(state, sharding.to_global(batch, mesh))
-          losses.append(float(m["loss"]))
-        results.append((losses, jax.device_get(state.params)))
-      (l1, p1), (l8, p8) = results
-      np.testing.assert_allclose(l1, l8, rtol=1e-5, atol=1e-6)
-      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), p1, p8)
+      config.batch_size = 16
+      # Supervised; distillation from 2 cached teachers; distillation in 2 micro-batches.
+      for alpha, accum in ((0.0, 1), (0.5, 1), (0.5, 2)):
+        config.loss.alpha = alpha
+        kd = dict(kd_weights=np.full((2, 10), 0.5, np.float32)) if alpha else {{}}
+        batch = test_train.random_batch(config, b=16, teachers=2 if alpha else 0)
+        results = []
+        for devices in (jax.devices()[:1], jax.devices()):
+          mesh = sharding.make_mesh(devices)
+          repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
+          state, _ = test_train.make_step(config)
+          model = train.model_from_config(config, 10)
+          tx, _ = train.make_optimizer(config.optim, config.total_steps)
+          step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
+                                           loss_cfg=config.loss, accum_steps=accum, **kd),
+                         in_shardings=(repl, data), out_shardings=(repl, repl))
+          state = jax.device_put(state, repl)
+          global_batch = sharding.to_global(batch, mesh)
+          assert len(global_batch["log_mel"].sharding.device_set) == len(devices)
+          losses = []
+          for _ in range(3):
+            state, m = step(state, global_batch)
+            losses.append(float(m["loss"]))
+          results.append((losses, jax.device_get(state.params)))
+        (l1, p1), (l8, p8) = results
+        np.testing.assert_allclose(l1, l8, rtol=1e-5, atol=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), p1, p8)
+        print("ok", alpha, accum, l1)
       assert len(jax.devices()) == 8
-      print("ok", l1)
   """)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                         cwd=ROOT)
-  assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+  assert proc.returncode == 0 and proc.stdout.count("ok") == 3, proc.stderr[-3000:]
+
+
+class PlainFrontEnd(crnn.FrontEnd):
+  """Convolutions without BatchNorm: a model whose loss is a sum over examples, so gradient
+  accumulation must reproduce the whole-batch step exactly."""
+
+  def stage(self, i, x, train):
+    return nn.relu(nn.Conv(self.widths[i], (3, 3), name=f"conv{i}")(x))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_gradient_accumulation_is_the_whole_batch_step(data_dir, alpha):
+  config = tiny_config(data_dir)
+  config.loss.alpha = alpha
+  model = crnn.CRNN(num_classes=10, frontend=PlainFrontEnd(widths=(4, 4), time_pool=4,
+                                                           conv_dropout=0.0),
+                    gru_features=8, dropout=0.0, input_norm=False)
+  tx, _ = train.make_optimizer(config.optim, config.total_steps)
+  frames = pipeline.clip_frames(config.dataset, config.features)
+  batch = random_batch(config, b=8, teachers=3 if alpha else 0)
+  # Uneven label kinds and padding across micro-batches: each term's mean must still be the
+  # whole batch's, not a mean of micro-batch means.
+  batch["frame_mask"][[1, 6], 15:] = False
+  batch["has_weak"][[0, 4, 5]] = False
+  kd = dict(kd_weights=jnp.full((3, 10), 1 / 3)) if alpha else {}
+  runs = {}
+  for k in (1, 2, 4):
+    state = train.init_state(model, tx, jax.random.key(0), (1, frames, config.features.n_mels))
+    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
+                                     loss_cfg=config.loss, accum_steps=k, **kd))
+    losses = []
+    for _ in range(2):
+      state, m = step(state, batch)
+      losses.append(float(m["loss"]))
+    runs[k] = (losses, m, state.params)
+  for k in (2, 4):
+    np.testing.assert_allclose(runs[k][0], runs[1][0], rtol=1e-5)
+    for key in ("loss_strong", "loss_weak") + (("loss_kd_frame",) if alpha else ()):
+      np.testing.assert_allclose(runs[k][1][key], runs[1][1][key], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 runs[k][2], runs[1][2])
