@@ -10,7 +10,8 @@ A batch is a dict of numpy arrays with a leading batch axis:
   log_mel [B, T, F] f32 · strong [B, T_out, C] f32 · weak [B, C] f32 · has_strong [B] bool ·
   has_weak [B] bool · frame_mask [B, T_out] bool (False on padding past a clip's end) ·
   (from a teacher cache) teacher_logits [B, K, T_out, C] f16, teacher_clip_logits [B, K, C] f16 ·
-  (evaluation only) mask [B] bool, and as Python lists of length B: audio_id (str), duration
+  audio_id [B] str (training: to name examples that bring NaN/inf in) · (evaluation only)
+  mask [B] bool, and as Python lists of length B: audio_id (str), duration
   (seconds) and events ((onset, offset, class index) tuples: the exact annotated events).
 Strings never go to a device: `device_batch` drops them before `sharding.to_global`.
 """
@@ -92,9 +93,10 @@ class FixLength(grain.transforms.Map):
   metrics can ignore it.
   """
 
-  def __init__(self, frames: int, time_pool: int, log_floor: float, keep_meta: bool = False):
+  def __init__(self, frames: int, time_pool: int, log_floor: float, keep_meta: bool = False,
+               keep_id: bool = False):
     self.frames, self.pool, self.pad_value = frames, time_pool, float(np.log(log_floor))
-    self.keep_meta = keep_meta
+    self.keep_meta, self.keep_id = keep_meta, keep_id or keep_meta
 
   def map(self, ex: dict[str, Any]) -> dict[str, Any]:
     t_out = self.frames // self.pool
@@ -112,9 +114,10 @@ class FixLength(grain.transforms.Map):
       logits = ex["teacher_logits"][:, :t_out]
       out["teacher_logits"] = np.pad(logits, ((0, 0), (0, t_out - logits.shape[1]), (0, 0)))
       out["teacher_clip_logits"] = ex["teacher_clip_logits"]
-    if self.keep_meta:
+    if self.keep_id:
       audio_id = ex["audio_id"]
       out["audio_id"] = audio_id.decode() if isinstance(audio_id, bytes) else str(audio_id)
+    if self.keep_meta:
       out["duration"] = float(ex["duration"])
       out["events"] = list(zip(np.asarray(ex["event_onsets"]).tolist(),
                                np.asarray(ex["event_offsets"]).tolist(),
@@ -208,7 +211,7 @@ def train_loader(source, *, batch_size: int, seed: int, data_cfg, feature_cfg,
   sampler = grain.samplers.IndexSampler(
       num_records=len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=seed)
   ops: list[Any] = [FixLength(clip_frames(data_cfg, feature_cfg), feature_cfg.time_pool,
-                              feature_cfg.log_floor)]
+                              feature_cfg.log_floor, keep_id=True)]
   if augment is not None and (augment.time_masks or augment.freq_masks or augment.shift_frames):
     ops.append(SpecAugment(augment, feature_cfg.time_pool))
   ops.append(grain.transforms.Batch(batch_size, drop_remainder=True))

@@ -11,16 +11,20 @@ import pytest
 from sed_jax import checkpoint
 from sed_jax import train
 from sed_jax.data import pipeline
+from sed_jax.data.builders import base
 from sed_jax.data.builders import teacher_cache
 from tests import test_train
 
 
-def make_teacher(workdir, config, seed, step=1):
-  """A 'trained' teacher run: config.json and a best checkpoint of freshly initialised weights."""
+def make_teacher(workdir, config, seed, step=1, broken=False):
+  """A 'trained' teacher run: config.json and a best checkpoint of freshly initialised weights
+  (NaN weights when `broken`)."""
   model = train.model_from_config(config, 10)
   tx, _ = train.make_optimizer(config.optim, config.total_steps)
   frames = pipeline.clip_frames(config.dataset, config.features)
   state = train.init_state(model, tx, jax.random.key(seed), (1, frames, config.features.n_mels))
+  if broken:
+    state = state.replace(params=jax.tree.map(lambda x: x * np.nan, state.params))
   checkpoint.write_config(workdir, config)
   ckpt = checkpoint.Checkpointer(workdir)
   ckpt.save_best(step, state, score=float(step))
@@ -118,3 +122,16 @@ def test_the_cache_is_found_whatever_the_data_dir_spelling(setup, monkeypatch):
   names = [teacher_cache.make(d, config.features, teachers, batch_size=4).builder_config.name
            for d in (config.dataset, other)]
   assert names[0] == names[1]
+
+
+def test_a_teacher_with_nan_weights_stops_the_build_naming_it(setup, tmp_path):
+  config, _, _, teachers, _ = setup
+  make_teacher(tmp_path / "broken", config, seed=5, broken=True)
+  broken = teacher_cache.Teacher("broken", str(tmp_path / "broken"))
+  cache = teacher_cache.make(config.dataset, config.features, [teachers[0], broken],
+                             batch_size=4)
+  with pytest.raises(base.BuildError, match=r"Teacher 'broken' .* outputs NaN/inf logits on \d+ "
+                     r"\w+ clip\(s\), the first '.+': its checkpoint is broken"):
+    cache.download_and_prepare()
+  assert not cache.is_prepared()
+  assert not list(Path(config.dataset.data_dir).rglob("incomplete.*"))

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sed_jax import sharding
 from sed_jax.data import pipeline
 from sed_jax.data.builders import base
 
@@ -108,8 +109,15 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
     feat, data = _config_dict(p["feature_config"]), _config_dict(p["dataset"])
     frames = pipeline.clip_frames(data, feat)
     fix = pipeline.FixLength(frames, feat.time_pool, feat.log_floor)
-    infer = [functools.partial(_logits, t["model"], t["variables"]) for t in self._teachers]
-    bs = p["batch_size"]
+    # Inference on every local device: the batch (grown to a multiple of the device count) is
+    # split over them, the teachers' variables replicated.
+    mesh = sharding.make_mesh(jax.local_devices())
+    repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
+    bs = -(-p["batch_size"] // mesh.devices.size) * mesh.devices.size
+    infer = [functools.partial(
+        jax.jit(functools.partial(_logits, t["model"]), in_shardings=(repl, data, data),
+                out_shardings=(data, data)), jax.device_put(t["variables"], repl))
+             for t in self._teachers]
     val = [] if split == "validation" else None
     for start in range(0, len(source), bs):
       idx = list(range(start, min(start + bs, len(source))))
@@ -122,6 +130,7 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
       outs = [jax.device_get(fn(mel, mask)) for fn in infer]
       frame = np.stack([o[0][:n] for o in outs], 1)   # [n, K, T_out, C]
       clip = np.stack([o[1][:n] for o in outs], 1)    # [n, K, C]
+      _check_finite(frame, clip, p["teachers"], [ex["audio_id"] for ex in examples], split)
       for j, (i, ex) in enumerate(zip(idx, examples)):
         t_out = ex["strong"].shape[0]
         ex = {k: v for k, v in ex.items()}
@@ -158,10 +167,24 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
       teacher["class_f1"] = [result["class_wise"][c]["event"]["f1"] or 0.0 for c in classes]
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def _logits(model, variables, log_mel, frame_mask):
   frame, clip = model.apply(variables, log_mel, train=False, frame_mask=frame_mask)
   return frame, clip
+
+
+def _check_finite(frame, clip, teachers, audio_ids, split: str) -> None:
+  """NaN/inf logits mean a broken teacher checkpoint: stop the build, naming it and the clip
+  (clipping to ±LOGIT_LIMIT would silently turn NaN into a confident target)."""
+  for k, t in enumerate(teachers):
+    bad = ~(np.isfinite(frame[:, k]).reshape(len(frame), -1).all(1) &
+            np.isfinite(clip[:, k]).all(1))
+    if bad.any():
+      aid = audio_ids[int(np.argmax(bad))]
+      aid = aid.decode() if isinstance(aid, bytes) else aid
+      raise base.BuildError(
+          f"Teacher {t['name']!r} ({t['workdir']}, step {t['step']}) outputs NaN/inf logits on "
+          f"{int(bad.sum())} {split} clip(s), the first {aid!r}: its checkpoint is broken. "
+          "Retrain it (remove its run folder and run again) or leave it out of config.teachers.")
 
 
 def _f16(x: np.ndarray) -> np.ndarray:
