@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sed_jax import distill
+from sed_jax.evaluation import report
 
 METRICS = (("event_f1_macro", "event F1"), ("segment_f1_macro", "segment F1"),
            ("segment_er", "segment ER"), ("psds1", "PSDS1"), ("psds2", "PSDS2"))
@@ -69,15 +70,6 @@ def run_name(strategy: str | None, overrides: dict, seed: int, base_seed: int) -
   return name if seed == base_seed else f"{name}_seed{seed}"
 
 
-def mean_std(values: list[float]) -> str:
-  values = [v for v in values if v is not None]
-  if not values:
-    return "–"
-  if len(values) == 1:
-    return f"{values[0]:.3f}"
-  return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
-
-
 def markdown(rows: list[dict], teacher_rows: list[dict], config) -> str:
   lines = [f"KD ablation on `{config.dataset.name}` (test split), student `{config.model.arch}`, "
            f"{config.total_steps} steps at batch {config.batch_size}, T={config.kd.temperature:g}, "
@@ -88,7 +80,7 @@ def markdown(rows: list[dict], teacher_rows: list[dict], config) -> str:
            "| model | seeds | " + " | ".join(label for _, label in METRICS) + " |",
            "|---|---:|" + "---:|" * len(METRICS)]
   for r in teacher_rows + rows:
-    cells = [mean_std([m.get(k) for m in r["metrics"]]) for k, _ in METRICS]
+    cells = [report.mean_std([m.get(k) for m in r["metrics"]]) for k, _ in METRICS]
     lines.append(f"| {r['arm']} | {len(r['metrics'])} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

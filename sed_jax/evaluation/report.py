@@ -25,6 +25,16 @@ def _fmt(value, digits: int = 3) -> str:
   return "–" if value is None else f"{value:.{digits}f}"
 
 
+def mean_std(values: Sequence[float | None]) -> str:
+  """'mean ± sample std' of the values that are not None ('–' if none, the value if one)."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return "–"
+  if len(values) == 1:
+    return f"{values[0]:.3f}"
+  return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
 def results_table(results: Mapping[str, Any]) -> str:
   """The results.json rows as a markdown table, with compression vs the mean teacher."""
   rows = results["models"]
@@ -83,6 +93,21 @@ def plot_event_roll(audio_id: str, reference: Sequence[Event], probs: Mapping[st
   for ax in axes:
     ax.set_yticks(range(len(classes)), classes, fontsize=7)
   axes[-1].set_xlabel("time (s)")
+  return _save(fig, out)
+
+
+def plot_sweep(xs: Sequence[float], values: Sequence[Sequence[float]], xlabel: str,
+               ylabel: str, out: str | Path, log2_x: bool = False) -> Path:
+  """A metric against a swept setting: the mean over seeds at each x, ± the sample std."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  ax.errorbar(np.asarray(xs, float), [np.mean(v) if len(v) else np.nan for v in values],
+              yerr=[np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values], marker="o",
+              capsize=3)
+  if log2_x:
+    ax.set_xscale("log", base=2)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
   return _save(fig, out)
 
 

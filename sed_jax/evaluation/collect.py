@@ -1,0 +1,127 @@
+r"""Many finished runs in one markdown table and one plot of a metric against the batch size.
+
+  python -m sed_jax.evaluation.collect runs/sweep_*                       # prints the table
+  python -m sed_jax.evaluation.collect runs/sweep_* --out=reports/large_batch \
+      --metric=psds1 --x=batch_size
+
+For large-batch ablations (`configs/student.py:get_sweep("large_batch")`, launched by
+launch/tpu_vm.sh sweep): each RUN_DIR is a training run (its config.json and test_metrics.json).
+Runs that differ only by seed are one row, mean ± sample std. An unfinished run (no
+test_metrics.json) is listed as such, never silently dropped. With --out, writes <out>.md and
+<out>.png (the metric against --x, log2 axis for batch sizes, error bars over seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from absl import app
+from absl import flags
+
+from sed_jax import io_utils
+from sed_jax.evaluation import report
+
+METRIC_COLUMNS = (("event_f1_macro", "event F1"), ("segment_f1_macro", "segment F1"),
+                  ("segment_er", "segment ER"), ("psds1", "PSDS1"), ("psds2", "PSDS2"))
+# (column, path in config.json) of what tells the runs of a sweep apart.
+SETTINGS = (("batch_size", "batch_size"), ("total_steps", "total_steps"),
+            ("optim", "optim.name"), ("lr", "optim.lr"), ("lr_scaling", "optim.lr_scaling"),
+            ("warmup_examples", "optim.warmup_examples"), ("arch", "model.arch"),
+            ("alpha", "loss.alpha"))
+
+
+def _get(config: dict, dotted: str):
+  for part in dotted.split("."):
+    if not isinstance(config, dict) or part not in config:
+      return None
+    config = config[part]
+  return config
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+  """A run's settings, seed and test metrics (None while unfinished)."""
+  run = Path(run_dir)
+  path = run / "config.json"
+  if not path.is_file():
+    raise FileNotFoundError(f"{run} holds no run (no config.json); pass training run folders.")
+  config = json.loads(path.read_text())
+  done = run / "test_metrics.json"
+  return dict(run=str(run), seed=config.get("seed"),
+              settings={k: _get(config, p) for k, p in SETTINGS},
+              metrics=json.loads(done.read_text()) if done.is_file() else None)
+
+
+def group(runs: Sequence[dict]) -> list[dict]:
+  """Finished runs grouped by settings (seeds together), sorted by them; unfinished apart."""
+  groups: dict[str, dict] = {}
+  for r in runs:
+    if r["metrics"] is None:
+      continue
+    key = json.dumps(r["settings"], sort_keys=True)
+    g = groups.setdefault(key, dict(settings=r["settings"], runs=[], metrics=[]))
+    g["runs"].append(r["run"])
+    g["metrics"].append(r["metrics"])
+  order = lambda g: [(v is None, v if isinstance(v, (int, float)) else str(v))
+                     for v in g["settings"].values()]
+  return sorted(groups.values(), key=order)
+
+
+def markdown(runs: Sequence[dict]) -> str:
+  groups = group(runs)
+  varying = [k for k, _ in SETTINGS
+             if len({json.dumps(g["settings"][k]) for g in groups}) > 1] or ["batch_size"]
+  lines = ["| " + " | ".join(varying) + " | seeds | " +
+           " | ".join(t for _, t in METRIC_COLUMNS) + " |",
+           "|" + "---:|" * (len(varying) + 1 + len(METRIC_COLUMNS))]
+  for g in groups:
+    lines.append("| " + " | ".join(str(g["settings"][k]) for k in varying) +
+                 f" | {len(g['runs'])} | " +
+                 " | ".join(report.mean_std([m.get(k) for m in g["metrics"]])
+                            for k, _ in METRIC_COLUMNS) + " |")
+  unfinished = [r["run"] for r in runs if r["metrics"] is None]
+  if unfinished:
+    lines += ["", f"Unfinished (no test_metrics.json): {', '.join(unfinished)}"]
+  return "\n".join(lines) + "\n"
+
+
+def plot(runs: Sequence[dict], metric: str, x: str, out: str | Path) -> Path:
+  """`metric` against setting `x` (mean ± std over seeds)."""
+  groups = [g for g in group(runs) if isinstance(g["settings"][x], (int, float))]
+  if not groups:
+    raise ValueError(f"No finished run has a numeric {x!r}; nothing to plot.")
+  vals = [[m[metric] for m in g["metrics"] if m.get(metric) is not None] for g in groups]
+  return report.plot_sweep([g["settings"][x] for g in groups], vals, x, f"test {metric}", out,
+                           log2_x=x == "batch_size")
+
+
+_OUT = flags.DEFINE_string("out", "", "Write <out>.md and <out>.png (default: print the table).")
+_METRIC = flags.DEFINE_enum("metric", "event_f1_macro", [k for k, _ in METRIC_COLUMNS],
+                            "The plotted metric.")
+_X = flags.DEFINE_enum("x", "batch_size", [k for k, _ in SETTINGS], "The plot's x axis.")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) < 2:
+    raise app.UsageError("Pass one or more run folders.")
+  try:
+    runs = [read_run(r) for r in argv[1:]]
+  except FileNotFoundError as e:
+    sys.exit(f"collect: {e}")
+  table = markdown(runs)
+  print(table)
+  if _OUT.value:
+    out = Path(_OUT.value)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with io_utils.atomic_write(out.with_suffix(".md")) as f:
+      f.write(table)
+    png = plot(runs, _METRIC.value, _X.value, out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.md')} and {png}")
+
+
+if __name__ == "__main__":
+  app.run(main)
