@@ -26,6 +26,7 @@ from sed_jax import io_utils
 from sed_jax import metric_writers
 from sed_jax.data import annotations
 from sed_jax.data import audio as audio_lib
+from sed_jax.evaluation import report
 from sed_jax.inference import Detector
 from sed_jax.inference import model_runs
 
@@ -39,6 +40,8 @@ _THRESHOLD = flags.DEFINE_float("threshold", None, "Detection threshold (default
 _MEDIAN = flags.DEFINE_float("median_window_s", None, "Median filter (s; default: the run's).")
 _OVERLAP = flags.DEFINE_float("overlap_s", 2.0, "Overlap of consecutive windows (s).")
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Windows per model call.")
+_PLOTS = flags.DEFINE_string("plots_dir", None, "Also draw each file's event roll (frame "
+                             "probabilities, detections outlined) as <plots_dir>/<name>.png.")
 
 
 def expand(paths: Sequence[str]) -> list[Path]:
@@ -79,6 +82,10 @@ def main(argv):
     events_by_file[path.name] = detector.events(probs, threshold, median)
     if _SCORES.value:
       _write_scores(Path(_SCORES.value) / f"{path.stem}.tsv", probs, detector)
+    if _PLOTS.value:
+      report.plot_event_roll(path.name, None, {name: probs}, detector.classes,
+                             detector.frame_seconds, Path(_PLOTS.value) / f"{path.stem}.png",
+                             threshold)
   annotations.write_strong_tsv(_OUT.value, events_by_file)
   n = sum(len(v) for v in events_by_file.values())
   print(f"{name}: {n} events in {len(events_by_file)} file(s) → {_OUT.value}")

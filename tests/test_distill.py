@@ -131,12 +131,14 @@ def test_detect_on_a_long_stereo_44k_file(experiment, tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "sed_jax.detect", f"--workdir={workdir}", "--model=ensemble",
        f"--out={tmp_path / 'events.tsv'}", f"--scores_dir={tmp_path / 'scores'}",
-       str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+       f"--plots_dir={tmp_path / 'plots'}", str(tmp_path)], capture_output=True, text=True,
+      cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-2000:]
   events = annotations.read_strong_tsv(tmp_path / "events.tsv", detector.classes)
   assert list(events) == ["long.wav"]
   assert all(0 <= e.onset < e.offset <= 35.0 for e in events["long.wav"])
   assert len((tmp_path / "scores" / "long.tsv").read_text().splitlines()) == 438
+  assert (tmp_path / "plots" / "long.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_evaluate_on_a_dcase_folder_agrees_with_the_metrics_module(experiment, tmp_path):

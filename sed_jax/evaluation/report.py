@@ -71,25 +71,30 @@ def plot_training_curves(runs: Mapping[str, str | Path], metric: str, out: str |
   return _save(fig, out)
 
 
-def plot_event_roll(audio_id: str, reference: Sequence[Event], probs: Mapping[str, np.ndarray],
-                    classes: Sequence[str], frame_seconds: float, out: str | Path,
-                    threshold: float = 0.5) -> Path:
-  """Reference events above, then each model's frame probabilities [T, C] as a heat map with its
-  thresholded detections outlined: what a person checks first when a number looks odd."""
-  n = 1 + len(probs)
-  fig, axes = plt.subplots(n, 1, figsize=(11, 1.2 + 0.28 * len(classes) * n), sharex=True)
+def plot_event_roll(audio_id: str, reference: Sequence[Event] | None,
+                    probs: Mapping[str, np.ndarray], classes: Sequence[str],
+                    frame_seconds: float, out: str | Path, threshold: float = 0.5) -> Path:
+  """Reference events above (none for new audio: `reference=None`), then each model's frame
+  probabilities [T, C] as a heat map with its thresholded detections outlined: what a person
+  checks first when a number looks odd."""
+  n = (reference is not None) + len(probs)
+  fig, axes = plt.subplots(n, 1, figsize=(11, 1.2 + 0.28 * len(classes) * n), sharex=True,
+                           squeeze=False)
+  axes = list(axes[:, 0])
   t_max = max((p.shape[0] for p in probs.values()), default=1) * frame_seconds
-  ax = axes[0]
-  for e in reference:
-    c = list(classes).index(e.label)
-    ax.add_patch(plt.Rectangle((e.onset, c - 0.4), e.offset - e.onset, 0.8, color="tab:green"))
-  ax.set(ylim=(-0.5, len(classes) - 0.5), xlim=(0, t_max), title=f"{audio_id}: reference")
-  for ax, (name, p) in zip(axes[1:], probs.items()):
+  if reference is not None:
+    ax = axes[0]
+    for e in reference:
+      c = list(classes).index(e.label)
+      ax.add_patch(plt.Rectangle((e.onset, c - 0.4), e.offset - e.onset, 0.8, color="tab:green"))
+    ax.set(ylim=(-0.5, len(classes) - 0.5), xlim=(0, t_max), title=f"{audio_id}: reference")
+  for ax, (name, p) in zip(axes[n - len(probs):], probs.items()):
     ax.imshow(p.T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="Blues",
               extent=(0, p.shape[0] * frame_seconds, -0.5, len(classes) - 0.5))
     ax.contour(np.arange(p.shape[0]) * frame_seconds + frame_seconds / 2, np.arange(len(classes)),
                (p.T > threshold).astype(float), levels=[0.5], colors="tab:red", linewidths=0.8)
-    ax.set_title(f"{name}: frame probabilities (red: > {threshold})")
+    ax.set_title(f"{name}: frame probabilities (red: > {threshold})" +
+                 ("" if reference is not None else f" — {audio_id}"))
   for ax in axes:
     ax.set_yticks(range(len(classes)), classes, fontsize=7)
   axes[-1].set_xlabel("time (s)")

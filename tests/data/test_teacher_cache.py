@@ -135,3 +135,43 @@ def test_a_teacher_with_nan_weights_stops_the_build_naming_it(setup, tmp_path):
     cache.download_and_prepare()
   assert not cache.is_prepared()
   assert not list(Path(config.dataset.data_dir).rglob("incomplete.*"))
+
+
+def test_inference_sharded_over_8_devices_gives_the_1_device_cache(setup, tmp_path):
+  """The cache build splits each batch over every local device (a TPU host's 4 or 8): the same
+  logits as on one device, even when the batch size is no multiple of the device count."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import textwrap  # pylint: disable=g-import-not-at-top
+  config, _, _, _, cache = setup
+  root = Path(__file__).resolve().parents[2]
+  script = textwrap.dedent(f"""
+      import sys
+      from pathlib import Path
+      import jax, numpy as np
+      sys.path.insert(0, {str(root)!r})
+      from sed_jax.data.builders import teacher_cache
+      from tests import test_train
+      from tests.data.test_teacher_cache import make_teacher
+      assert len(jax.local_devices()) == 8
+      config = test_train.tiny_config({str(tmp_path / "tfds")!r})
+      runs = Path({str(tmp_path / "teachers")!r})
+      for seed, name in enumerate(("resnet", "gated")):
+        make_teacher(runs / name, config, seed)
+      teachers = [teacher_cache.Teacher(n, str(runs / n)) for n in ("resnet", "gated")]
+      cache = teacher_cache.make(config.dataset, config.features, teachers, batch_size=3)
+      cache.download_and_prepare()
+      src = cache.as_data_source("validation")
+      np.save({str(tmp_path / "logits.npy")!r},
+              np.stack([src[i]["teacher_logits"] for i in range(len(src))]))
+  """)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                        cwd=root, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  src = cache.as_data_source("validation")
+  one_device = np.stack([src[i]["teacher_logits"] for i in range(len(src))])
+  np.testing.assert_allclose(np.load(tmp_path / "logits.npy").astype(np.float32),
+                             one_device.astype(np.float32), rtol=2e-3, atol=2e-3)

@@ -35,10 +35,11 @@ def test_table_groups_seeds_sorts_by_batch_and_names_unfinished_runs(runs):
   table = collect.markdown([collect.read_run(r) for r in runs])
   lines = table.splitlines()
   assert lines[0].startswith("| batch_size | total_steps | seeds | event F1 |")
-  assert lines[2].startswith("| 64 | 1000 | 2 | 0.510 ± 0.014 | 0.800 |")
+  # psds1 is null: shown as missing ('–'), never as NaN.
+  assert lines[2] == ("| 64 | 1000 | 2 | 0.510 ± 0.014 | 0.800 ± 0.000 | 0.300 ± 0.000 | – "
+                      "| 0.700 ± 0.000 |")
   assert lines[3].startswith("| 128 | 500 | 1 | 0.450 |")
   assert lines[4].startswith("| 256 | 250 | 1 | 0.400 |")
-  assert "| – |" in lines[2]  # psds1 is null: shown as missing, never as NaN.
   assert lines[-1] == f"Unfinished (no test_metrics.json): {runs[3]}"
 
 

@@ -26,6 +26,10 @@ def test_plots_are_png_files(tmp_path):
   out = report.plot_event_roll("clip.wav", [Event(0.1, 0.5, "b")], {"model": probs},
                                ["a", "b", "c"], 0.08, tmp_path / "roll.png")
   assert out.read_bytes()[:4] == b"\x89PNG"
+  # New audio has no reference: the roll shows only the model's panel.
+  out = report.plot_event_roll("new.wav", None, {"model": probs}, ["a", "b", "c"], 0.08,
+                               tmp_path / "new.png")
+  assert out.read_bytes()[:4] == b"\x89PNG"
   (tmp_path / "run").mkdir()
   (tmp_path / "run" / "metrics.jsonl").write_text(
       '{"step": 1, "split": "train", "loss": 1.0}\n'
