@@ -8,12 +8,16 @@ with the same seed. `benchmarks/fault_injection.py` (the same loop, more kills, 
 the long version.
 """
 
+import importlib.util
 import json
 import random
 import sys
 from pathlib import Path
 
-from benchmarks import fault_injection
+_SPEC = importlib.util.spec_from_file_location(  # benchmarks/ is scripts, not a package.
+    "fault_injection", Path(__file__).resolve().parents[2] / "benchmarks" / "fault_injection.py")
+fault_injection = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(fault_injection)
 
 DRIVER = """
 import sys
