@@ -155,12 +155,14 @@ def test_inference_sharded_over_8_devices_gives_the_1_device_cache(setup, tmp_pa
       from tests import test_train
       from tests.data.test_teacher_cache import make_teacher
       assert len(jax.local_devices()) == 8
-      config = test_train.tiny_config({str(tmp_path / "tfds")!r})
+      config = test_train.tiny_config({config.dataset.data_dir!r})  # The built base dataset.
       runs = Path({str(tmp_path / "teachers")!r})
-      for seed, name in enumerate(("resnet", "gated")):
+      # Other names, so that this is surely a new cache, built here on 8 devices.
+      for seed, name in enumerate(("resnet8", "gated8")):
         make_teacher(runs / name, config, seed)
-      teachers = [teacher_cache.Teacher(n, str(runs / n)) for n in ("resnet", "gated")]
+      teachers = [teacher_cache.Teacher(n, str(runs / n)) for n in ("resnet8", "gated8")]
       cache = teacher_cache.make(config.dataset, config.features, teachers, batch_size=3)
+      assert not cache.is_prepared()
       cache.download_and_prepare()
       src = cache.as_data_source("validation")
       np.save({str(tmp_path / "logits.npy")!r},

@@ -31,7 +31,10 @@ def command(data: Path, work: Path) -> list[str]:
   return [sys.executable, "-c", DRIVER, str(data), str(work)]
 
 
-def test_killed_at_every_stage_the_experiment_ends_as_if_never_killed(tmp_path):
+def test_killed_at_every_stage_the_experiment_ends_as_if_never_killed(tmp_path, monkeypatch):
+  # Restarts reuse compiled programs (a persistent XLA cache: the same executables, so the same
+  # numbers), which keeps this test to a few minutes.
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "xla_cache"))
   ref_data, ref_work = tmp_path / "ref_tfds", tmp_path / "ref_run"
   fault_injection.run(command(ref_data, ref_work))
   reference = json.loads((ref_work / "results.json").read_text())

@@ -18,7 +18,7 @@ import pytest
 from sed_jax import preemption
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = 600
+STEPS = 150
 CONFIG = f"""
 import sys
 sys.path.insert(0, {str(ROOT)!r})
@@ -28,7 +28,7 @@ def get_config():
   c = tiny_student_config("")
   for block in (c, c.teacher):
     block.total_steps = block.eval_every = block.checkpoint_every = {STEPS}
-    block.log_every = 10
+    block.log_every = 5
   return c
 """
 
@@ -67,7 +67,10 @@ def config_file(tmp_path_factory):
   return path
 
 
-def test_sigterm_checkpoints_then_the_rerun_ends_as_if_never_stopped(config_file, tmp_path):
+def test_sigterm_checkpoints_then_the_rerun_ends_as_if_never_stopped(config_file, tmp_path,
+                                                                     monkeypatch):
+  # Later runs reuse compiled programs (persistent XLA cache: same executables, same numbers).
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "xla_cache"))
   data = tmp_path / "tfds"
   rc, err = run_main(config_file, data, tmp_path / "ref")
   assert rc == 0, err[-3000:]
