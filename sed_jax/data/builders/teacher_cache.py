@@ -84,6 +84,7 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
     p = self.builder_config.params
     self._base = self._base_builder()
     self._teachers = self._load_teachers()
+    self._infer, self._batch_size = _sharded_inference(self._teachers, p["batch_size"])
     self.info.metadata["teachers"] = [
         dict(name=t["name"], arch=t["arch"], step=t["step"], hash=t["hash"],
              params=int(sum(x.size for x in jax.tree.leaves(t["variables"]["params"]))),
@@ -109,15 +110,7 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
     feat, data = _config_dict(p["feature_config"]), _config_dict(p["dataset"])
     frames = pipeline.clip_frames(data, feat)
     fix = pipeline.FixLength(frames, feat.time_pool, feat.log_floor)
-    # Inference on every local device: the batch (grown to a multiple of the device count) is
-    # split over them, the teachers' variables replicated.
-    mesh = sharding.make_mesh(jax.local_devices())
-    repl, data = sharding.replicated(mesh), sharding.data_sharding(mesh)
-    bs = -(-p["batch_size"] // mesh.devices.size) * mesh.devices.size
-    infer = [functools.partial(
-        jax.jit(functools.partial(_logits, t["model"]), in_shardings=(repl, data, data),
-                out_shardings=(data, data)), jax.device_put(t["variables"], repl))
-             for t in self._teachers]
+    infer, bs = self._infer, self._batch_size
     val = [] if split == "validation" else None
     for start in range(0, len(source), bs):
       idx = list(range(start, min(start + bs, len(source))))
@@ -165,6 +158,19 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
       result = evaluate.score_predictions(probs, ids, durations, refs, classes,
                                           feat_lib.output_frame_seconds(feat), cfg)
       teacher["class_f1"] = [result["class_wise"][c]["event"]["f1"] or 0.0 for c in classes]
+
+
+def _sharded_inference(teachers, batch_size: int):
+  """Per teacher, `fn(log_mel, frame_mask)` → (frame, clip) logits, compiled once for every
+  split, with the batch split over all local devices and the variables replicated; and the
+  batch size, `batch_size` grown to a multiple of the device count."""
+  mesh = sharding.make_mesh(jax.local_devices())
+  repl, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
+  fns = [functools.partial(
+      jax.jit(functools.partial(_logits, t["model"]), in_shardings=(repl, split, split),
+              out_shardings=(split, split)), jax.device_put(t["variables"], repl))
+         for t in teachers]
+  return fns, -(-batch_size // mesh.devices.size) * mesh.devices.size
 
 
 def _logits(model, variables, log_mel, frame_mask):
