@@ -89,6 +89,8 @@ def dataset_config(name: str = "synth_sed", smoke: bool = False) -> ml_collectio
            dict(train=2000, validation=300, test=300, unlabeled=1000))
   mixed = (dict(train=48, validation=16, test=16, unlabeled=32) if smoke else
            dict(train=1500, validation=300, test=300, unlabeled=1000))
+  # Smoke clips are half as long: every step, evaluation and cache pass costs half as much.
+  seconds = 5.0 if smoke else 10.0
   return ml_collections.ConfigDict(dict(
       name=name,
       data_dir="",          # TFDS data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets.
@@ -96,12 +98,12 @@ def dataset_config(name: str = "synth_sed", smoke: bool = False) -> ml_collectio
       classes="",           # Comma-separated class list; '' = from the annotations.
       on_error="raise",     # raise | skip: what a bad file does to a build.
       num_workers=0,        # Feature-extraction processes; 0 = one per core.
-      clip_seconds=10.0,    # Clips are cropped / padded to this length for batching.
-      synth=dict(seed=0, clip_seconds=10.0, **sizes),
+      clip_seconds=seconds,  # Clips are cropped / padded to this length for batching.
+      synth=dict(seed=0, clip_seconds=seconds, **sizes),
       # `soundscapes` / `urbansed_mini`: clips mixed from Scaper-style folders under `root`
       # (default ../shared/data for urbansed_mini) onto the recordings in `backgrounds`.
       soundscapes=dict(
-          preset="", seed=0, clip_seconds=10.0, min_events=1, max_events=6,
+          preset="", seed=0, clip_seconds=seconds, min_events=1, max_events=6,
           snr_low_db=6.0, snr_high_db=30.0, max_polyphony=3, backgrounds="backgrounds",
           sources=dict(train="", validation="", test="", unlabeled=""),  # Comma-separated dirs.
           clips=mixed),

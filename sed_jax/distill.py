@@ -104,6 +104,7 @@ def _train_teacher(config, run: Path, position: int = 0, verbosity: int = loggin
   _in_worker(position, verbosity)
   logging.info("Teacher %s → %s", config.model.arch, run)
   train.train_and_evaluate(config, run)
+  run_cost(config, run)  # Here, beside the other worker's run, not later in the report.
 
 
 def build_cache(config, teachers) -> teacher_cache.TeacherCache:
@@ -186,7 +187,36 @@ def _train_student(config, run: Path, teachers, position: int = 0,
                    verbosity: int = logging.INFO) -> dict[str, Any]:
   _in_worker(position, verbosity)
   logging.info("Student %s → %s", student_name(config.kd.strategy if teachers else None), run)
-  return train_student(config, run, build_cache(config, teachers) if teachers else None)
+  metrics = train_student(config, run, build_cache(config, teachers) if teachers else None)
+  run_cost(config, run)
+  return metrics
+
+
+def run_cost(model_config, run: Path) -> tuple[int, float]:
+  """(parameters, FLOPs per clip) of the model `model_config` trained in `run`.
+
+  Counting FLOPs compiles the model and each of its scans (models/summary.py: seconds per
+  model), so the result is kept in `<run>/cost.json`, keyed on the model block and the clip's
+  input shape: it is computed once, by the worker that trained the run, and a report rewritten
+  on a finished workdir reads it back.
+  """
+  classes = json.loads((Path(run) / "classes.json").read_text())
+  shape = [1, pipeline.clip_frames(model_config.dataset, model_config.features),
+           model_config.features.n_mels]
+  key = dict(model=model_config.model.to_dict(), input_shape=shape, num_classes=len(classes))
+  path = Path(run) / "cost.json"
+  if path.exists():
+    kept = json.loads(path.read_text())
+    if kept.get("key") == key:
+      return kept["params"], kept["flops_per_clip"]
+  model = train.model_from_config(model_config, len(classes))
+  variables = summary.abstract_variables(model, shape)
+  params = summary.count_params(variables["params"])
+  flops = summary.model_flops(model, variables, shape)
+  if jax.process_index() == 0:
+    with io_utils.atomic_write(path) as f:
+      json.dump(dict(key=key, params=params, flops_per_clip=flops), f, indent=2)
+  return params, flops
 
 
 def split_probs(probs_fn, source, config) -> tuple[np.ndarray, dict]:
@@ -265,26 +295,17 @@ def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
   cache = build_cache(config, teachers)
   students = train_students(config, workdir, teachers)
   classes = list(builders.make_builder(config.dataset, config.features).info.metadata["classes"])
-  frames = pipeline.clip_frames(config.dataset, config.features)
-  shape = (1, frames, config.features.n_mels)
-
-  def cost(model_config):
-    model = train.model_from_config(model_config, len(classes))
-    variables = summary.abstract_variables(model, shape)
-    return (summary.count_params(variables["params"]),
-            summary.model_flops(model, variables, shape))
-
   rows = []
   for t in teachers:
-    tcfg = teacher_config(config, t.name)
     rows.append(_row(t.name, "teacher", "none", json.loads(
-        (Path(t.workdir) / "test_metrics.json").read_text()), *cost(tcfg)))
+        (Path(t.workdir) / "test_metrics.json").read_text()),
+        *run_cost(teacher_config(config, t.name), Path(t.workdir))))
   params = sum(r["params"] for r in rows)
   flops = sum(r["flops_per_clip"] for r in rows)
   test = cache.as_data_source("test")
   ensemble, ensemble_probs, meta = ensemble_metrics(config, test, classes)
   rows.append(_row("ensemble", "ensemble", "none", ensemble, params, flops))
-  student_cost = cost(config)
+  student_cost = run_cost(student_config(config, 0.0), workdir / "students" / "no_kd")
   for name, metrics in students.items():
     kd = "none" if name == "no_kd" else f"multi:{config.kd.strategy}"
     if config.kd.strategy.startswith("single:") and name != "no_kd":

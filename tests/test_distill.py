@@ -105,9 +105,24 @@ def test_batch_with_unlabeled_keeps_the_labelled_clips_per_step(batch, labelled,
 
 def test_rerun_reuses_every_stage(experiment):
   config, workdir, results = experiment
-  before = {p: p.stat().st_mtime for p in workdir.rglob("metrics.jsonl")}
+  kept = [*workdir.rglob("metrics.jsonl"), *workdir.rglob("cost.json")]
+  assert len(kept) == 2 * (len(config.teachers) + 2)  # Every run counted its FLOPs once.
+  before = {p: p.stat().st_mtime for p in kept}
   assert distill.run(config, workdir) == results
-  assert {p: p.stat().st_mtime for p in workdir.rglob("metrics.jsonl")} == before
+  assert {p: p.stat().st_mtime for p in kept} == before
+
+
+def test_a_kept_cost_for_another_model_is_counted_again(experiment):
+  config, workdir, results = experiment
+  run = workdir / "students" / "no_kd"
+  row = next(r for r in results["models"] if r["name"] == "student_no_kd")
+  kept = json.loads((run / "cost.json").read_text())
+  stale = dict(kept, flops_per_clip=1.0, params=1)
+  stale["key"] = dict(kept["key"], input_shape=[1, 7, 64])  # Counted for other clips.
+  (run / "cost.json").write_text(json.dumps(stale))
+  assert distill.run_cost(distill.student_config(config, 0.0), run) == (
+      row["params"], row["flops_per_clip"])
+  assert json.loads((run / "cost.json").read_text()) == kept
 
 
 def test_detect_on_a_long_stereo_44k_file(experiment, tmp_path):
