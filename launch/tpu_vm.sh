@@ -8,7 +8,8 @@
 # Set (environment):
 #   PROJECT           your GCP project                       (required)
 #   ZONE              e.g. us-central2-b                     (required)
-#   BUCKET            gs://your-bucket (TFDS data and workdirs live there; required for run/sweep)
+#   BUCKET            gs://your-bucket (TFDS data and workdirs live there; required for run/sweep;
+#                     each worker mirrors the datasets it reads to ~/.cache/sed_jax/tfds)
 #   TPU_NAME          default sed-jax
 #   ACCELERATOR_TYPE  default v4-8 (v4-32 etc. for a pod slice)
 #   RUNTIME_VERSION   default tpu-ubuntu2204-base
@@ -76,5 +77,5 @@ pip install -q --upgrade pip && pip install -q -e '.[tpu]'" ;;
     need PROJECT ZONE
     tpu delete "$TPU_NAME" --quiet ;;
   *)
-    sed -n '2,21p' "$0"; exit 2 ;;
+    sed -n '2,19p' "$0"; exit 2 ;;
 esac

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 from sed_jax import distill
 from sed_jax.evaluation import report
@@ -85,7 +85,7 @@ def markdown(rows: list[dict], teacher_rows: list[dict], config) -> str:
   return "\n".join(lines) + "\n"
 
 
-def run_ablation(config, workdir: Path, seeds: list[int], strategies: list[str],
+def run_ablation(config, workdir: epath.Path, seeds: list[int], strategies: list[str],
                  with_grid: bool) -> dict:
   """Trains (or reuses) every run of the plan; returns the arms with their runs' test metrics,
   the teachers' rows and the best single teacher."""
@@ -114,7 +114,7 @@ def run_ablation(config, workdir: Path, seeds: list[int], strategies: list[str],
     arm["runs"].append(name)
     arm["metrics"].append(metrics)
   teacher_rows = [dict(arm=f"teacher {t.name}", metrics=[json.loads(
-      (Path(t.workdir) / "test_metrics.json").read_text())]) for t in teachers]
+      (epath.Path(t.workdir) / "test_metrics.json").read_text())]) for t in teachers]
   return dict(best_teacher=single, seeds=seeds, arms=list(results.values()),
               teachers=teacher_rows)
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from sed_jax import io_utils
 
@@ -28,8 +28,8 @@ from sed_jax import io_utils
 class Checkpointer:
   """The latest-N and best-1 checkpoints of one run."""
 
-  def __init__(self, workdir: str | Path, keep: int = 2, async_save: bool = True):
-    workdir = Path(workdir).absolute()
+  def __init__(self, workdir: epath.PathLike, keep: int = 2, async_save: bool = True):
+    workdir = io_utils.absolute(workdir)
     self.latest = ocp.CheckpointManager(
         workdir / "checkpoints", item_names=("state", "data", "config"),
         options=ocp.CheckpointManagerOptions(
@@ -105,26 +105,26 @@ def config_json(config) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort())
 
 
-def read_checkpoint_config(workdir: str | Path, step: int | None = None) -> dict[str, Any]:
+def read_checkpoint_config(workdir: epath.PathLike, step: int | None = None) -> dict[str, Any]:
   """The config saved with a checkpoint (the latest by default)."""
-  manager = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints",
+  manager = ocp.CheckpointManager(io_utils.absolute(workdir) / "checkpoints",
                                   item_names=("state", "data", "config"),
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   step = manager.latest_step() if step is None else step
   return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
 
-def run_lock(workdir: str | Path):
+def run_lock(workdir: epath.PathLike):
   """Held by process 0 while a job writes `workdir`: a second job started on the same folder
   stops with a message naming the first (io_utils.exclusive) instead of corrupting it."""
   if jax.process_index() != 0:
     return contextlib.nullcontext()
-  return io_utils.exclusive(Path(workdir) / ".lock", f"Run folder {workdir}", wait=False)
+  return io_utils.exclusive(epath.Path(workdir) / ".lock", f"Run folder {workdir}", wait=False)
 
 
-def write_config(workdir: str | Path, config) -> None:
+def write_config(workdir: epath.PathLike, config) -> None:
   """Writes config.json once per run (process 0 only), atomically."""
   if jax.process_index() != 0:
     return
-  with io_utils.atomic_write(Path(workdir) / "config.json") as f:
+  with io_utils.atomic_write(epath.Path(workdir) / "config.json") as f:
     json.dump(config_json(config), f, indent=2, sort_keys=True)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from sed_jax import checkpoint as ckpt_lib
 from sed_jax import io_utils
@@ -32,6 +32,7 @@ from sed_jax import processes
 from sed_jax import train
 from sed_jax.data import builders
 from sed_jax.data import pipeline
+from sed_jax.data.builders import object_storage
 from sed_jax.data.builders import teacher_cache
 from sed_jax.data import features as feat_lib
 from sed_jax.evaluation import evaluate as eval_lib
@@ -72,7 +73,7 @@ def student_config(config: ml_collections.ConfigDict, alpha: float) -> ml_collec
   return c
 
 
-def train_teachers(config, workdir: Path) -> list[teacher_cache.Teacher]:
+def train_teachers(config, workdir: epath.Path) -> list[teacher_cache.Teacher]:
   """Every teacher of `config.teachers` trained (finished runs are kept), `parallel_runs` at a
   time (see `in_parallel`)."""
   runs = [workdir / "teachers" / name for name in config.teachers]
@@ -100,7 +101,8 @@ def _in_worker(position: int, verbosity: int) -> None:
   preemption.install()  # A spawned worker starts with Python's default: die at once.
 
 
-def _train_teacher(config, run: Path, position: int = 0, verbosity: int = logging.INFO) -> None:
+def _train_teacher(config, run: epath.Path, position: int = 0,
+                   verbosity: int = logging.INFO) -> None:
   _in_worker(position, verbosity)
   logging.info("Teacher %s → %s", config.model.arch, run)
   train.train_and_evaluate(config, run)
@@ -118,10 +120,11 @@ def build_cache(config, teachers) -> teacher_cache.TeacherCache:
   if stale and not config.kd.rebuild_stale_cache:
     raise StaleCacheError(
         f"Teacher(s) {', '.join(stale)} changed since the teacher cache in "
-        f"{Path(cache.data_dir).parents[1]} was built. Rerun with "
+        f"{epath.Path(cache.data_dir).parents[1]} was built. Rerun with "
         "--config.kd.rebuild_stale_cache=True to cache the new logits (the student then learns "
         "from the current teachers), or restore the old checkpoints.")
   cache.download_and_prepare()
+  object_storage.push(cache, config.dataset)  # A data_dir on gs://: share the cache.
   return cache
 
 
@@ -140,7 +143,7 @@ def student_name(strategy: str | None) -> str:
   return "no_kd" if strategy is None else "kd_" + strategy.replace(":", "_")
 
 
-def train_student(config, run_dir: Path, cache=None) -> dict[str, Any]:
+def train_student(config, run_dir: epath.Path, cache=None) -> dict[str, Any]:
   """One student run: the no-KD baseline without a `cache`, else distilled from it with
   `config.kd` (strategy, α, T, unlabeled data). Returns its test metrics; a finished run is not
   trained again (the ablation benchmark reuses the main job's students this way)."""
@@ -169,7 +172,7 @@ def batch_with_unlabeled(batch_size: int, labelled: int, unlabeled: int, devices
   return int(-(-round(grown) // devices) * devices)
 
 
-def train_students(config, workdir: Path, teachers) -> dict[str, dict[str, Any]]:
+def train_students(config, workdir: epath.Path, teachers) -> dict[str, dict[str, Any]]:
   """The no-KD baseline and the KD student (same architecture, steps and seed)."""
   names = ["no_kd", student_name(config.kd.strategy)]
   return dict(zip(names, run_students(
@@ -183,7 +186,7 @@ def run_students(config, jobs: list[tuple], names: list[str]) -> list[dict[str, 
   return in_parallel(config, _train_student, jobs, names)
 
 
-def _train_student(config, run: Path, teachers, position: int = 0,
+def _train_student(config, run: epath.Path, teachers, position: int = 0,
                    verbosity: int = logging.INFO) -> dict[str, Any]:
   _in_worker(position, verbosity)
   logging.info("Student %s → %s", student_name(config.kd.strategy if teachers else None), run)
@@ -192,7 +195,7 @@ def _train_student(config, run: Path, teachers, position: int = 0,
   return metrics
 
 
-def run_cost(model_config, run: Path) -> tuple[int, float]:
+def run_cost(model_config, run: epath.Path) -> tuple[int, float]:
   """(parameters, FLOPs per clip) of the model `model_config` trained in `run`.
 
   Counting FLOPs compiles the model and each of its scans (models/summary.py: seconds per
@@ -200,11 +203,11 @@ def run_cost(model_config, run: Path) -> tuple[int, float]:
   input shape: it is computed once, by the worker that trained the run, and a report rewritten
   on a finished workdir reads it back.
   """
-  classes = json.loads((Path(run) / "classes.json").read_text())
+  classes = json.loads((epath.Path(run) / "classes.json").read_text())
   shape = [1, pipeline.clip_frames(model_config.dataset, model_config.features),
            model_config.features.n_mels]
   key = dict(model=model_config.model.to_dict(), input_shape=shape, num_classes=len(classes))
-  path = Path(run) / "cost.json"
+  path = epath.Path(run) / "cost.json"
   if path.exists():
     kept = json.loads(path.read_text())
     if kept.get("key") == key:
@@ -232,7 +235,7 @@ def split_probs(probs_fn, source, config) -> tuple[np.ndarray, dict]:
   return np.concatenate(frames), meta
 
 
-def predict_run(run_dir: str | Path, classes, source, config) -> tuple[np.ndarray, dict]:
+def predict_run(run_dir: epath.PathLike, classes, source, config) -> tuple[np.ndarray, dict]:
   """Frame probabilities of a trained run's best checkpoint over a split (`split_probs`)."""
   model, variables, _ = train.load_trained(run_dir, len(classes))
   apply = jax.jit(lambda v, b: jax.nn.sigmoid(model.apply(v, b["log_mel"], train=False,
@@ -258,8 +261,8 @@ def ensemble_metrics(config, test_source, classes) -> tuple[dict[str, Any], np.n
   return metrics, probs, meta
 
 
-def write_report(config, workdir: Path, results, runs: dict[str, Path], source, ensemble_probs,
-                 meta, classes) -> Path:
+def write_report(config, workdir: epath.Path, results, runs: dict[str, epath.Path], source,
+                 ensemble_probs, meta, classes) -> epath.Path:
   """report.md with the table, training curves and event rolls of a few test clips (`source`:
   the test split that `ensemble_probs` and `meta` follow, in its order)."""
   plots = workdir / "plots"
@@ -283,14 +286,14 @@ def _row(name, role, kd, metrics, params, flops):
               psds2=metrics.get("psds2"))
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> dict[str, Any]:
   """The whole experiment (module docstring); returns and writes results.json."""
-  workdir = Path(workdir)
+  workdir = epath.Path(workdir)
   with ckpt_lib.run_lock(workdir):
     return _run(config, workdir)
 
 
-def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+def _run(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict[str, Any]:
   teachers = train_teachers(config, workdir)
   cache = build_cache(config, teachers)
   students = train_students(config, workdir, teachers)
@@ -298,8 +301,8 @@ def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
   rows = []
   for t in teachers:
     rows.append(_row(t.name, "teacher", "none", json.loads(
-        (Path(t.workdir) / "test_metrics.json").read_text()),
-        *run_cost(teacher_config(config, t.name), Path(t.workdir))))
+        (epath.Path(t.workdir) / "test_metrics.json").read_text()),
+        *run_cost(teacher_config(config, t.name), epath.Path(t.workdir))))
   params = sum(r["params"] for r in rows)
   flops = sum(r["flops_per_clip"] for r in rows)
   test = cache.as_data_source("test")
@@ -315,7 +318,7 @@ def _run(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
   if jax.process_index() == 0:
     with io_utils.atomic_write(workdir / "results.json") as f:
       json.dump(results, f, indent=2)
-    runs = {t.name: Path(t.workdir) for t in teachers}
+    runs = {t.name: epath.Path(t.workdir) for t in teachers}
     runs |= {f"student_{n}": workdir / "students" / n for n in students}
     write_report(config, workdir, results, runs, test, ensemble_probs, meta, classes)
   return results

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 from absl import app
 from absl import flags
+from etils import epath
 
 from sed_jax import io_utils
 from sed_jax import metric_writers
@@ -46,8 +46,8 @@ def evaluate_folder(workdir, model, audio_dir, annotations_tsv, out_dir, plots: 
   reference = annotations.read_strong_tsv(annotations_tsv, classes)
   annotations.check_audio_present(reference, audio_dir, tsv_path=annotations_tsv)
   files = list(reference)
-  probs = [detector.frame_probs(Path(audio_dir) / f) for f in files]
-  durations = [audio_lib.audio_info(Path(audio_dir) / f)[0] for f in files]
+  probs = [detector.frame_probs(epath.Path(audio_dir) / f) for f in files]
+  durations = [audio_lib.audio_info(epath.Path(audio_dir) / f)[0] for f in files]
   t_max = max(p.shape[0] for p in probs)
   stacked = np.zeros((len(files), t_max, len(classes)), np.float32)
   for i, p in enumerate(probs):
@@ -55,7 +55,7 @@ def evaluate_folder(workdir, model, audio_dir, annotations_tsv, out_dir, plots: 
   cfg = detector.config.eval
   metrics = eval_lib.score_predictions(stacked, files, durations, reference, classes,
                                        detector.frame_seconds, cfg)
-  out = Path(out_dir)
+  out = epath.Path(out_dir)
   estimated = {f: detector.events(p, cfg.threshold, cfg.median_window_s)
                for f, p in zip(files, probs)}
   annotations.write_strong_tsv(out / "events.tsv", estimated)

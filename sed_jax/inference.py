@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from collections.abc import Sequence
-from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from sed_jax import metric_writers
 from sed_jax import train
@@ -30,9 +30,9 @@ from sed_jax.data import pipeline
 from sed_jax.evaluation import postprocess
 
 
-def model_runs(workdir: str | Path, name: str | None) -> tuple[str, list[Path]]:
+def model_runs(workdir: epath.PathLike, name: str | None) -> tuple[str, list[epath.Path]]:
   """(model name, run directories to average) for `--workdir`/`--model`."""
-  workdir = Path(workdir)
+  workdir = epath.Path(workdir)
   results = workdir / "results.json"
   if not results.exists():
     if (workdir / "config.json").exists():
@@ -56,7 +56,7 @@ def model_runs(workdir: str | Path, name: str | None) -> tuple[str, list[Path]]:
 class Detector:
   """One or more trained runs (averaged) applied to whole recordings, streamed."""
 
-  def __init__(self, runs: Sequence[Path], overlap_s: float = 2.0, batch_size: int = 16,
+  def __init__(self, runs: Sequence[epath.Path], overlap_s: float = 2.0, batch_size: int = 16,
                block_seconds: float = 30.0, progress_after_s: float = 300.0):
     """Loads the runs.
 
@@ -85,7 +85,7 @@ class Detector:
     self._apply = jax.jit(lambda m, v, x, mask: jax.nn.sigmoid(
         m.apply(v, x, train=False, frame_mask=mask)[0]), static_argnums=0)
 
-  def frame_probs(self, path: str | Path) -> np.ndarray:
+  def frame_probs(self, path: epath.PathLike) -> np.ndarray:
     """Frame probabilities [T_out, C] of a whole file (windows averaged where they overlap)."""
     blocks = list(self.iter_frame_probs(path))
     if not blocks:
@@ -100,7 +100,7 @@ class Detector:
     full = (num_frames - self.window) // self.step + 1
     return full + ((full - 1) * self.step + self.window < num_frames)
 
-  def iter_frame_probs(self, path: str | Path) -> Iterator[np.ndarray]:
+  def iter_frame_probs(self, path: epath.PathLike) -> Iterator[np.ndarray]:
     """`frame_probs` of a file as consecutive [k, C] blocks, each yielded once final.
 
     Memory is bounded whatever the file's length: the audio is decoded and resampled
@@ -118,7 +118,7 @@ class Detector:
     progress = None
     if duration >= self.progress_after_s:
       progress = metric_writers.Progress(self.num_windows(expected // feat.hop_length), 0, 1,
-                                         f"detect {Path(path).name} (windows)")
+                                         f"detect {epath.Path(path).name} (windows)")
     mel_blocks = feat_lib.stream_log_mel(
         audio_lib.stream_audio(path, feat.sample_rate, self.block_seconds), feat)
     x = np.full((self.batch_size, self.window, feat.n_mels), np.log(feat.log_floor), np.float32)

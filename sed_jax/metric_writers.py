@@ -9,14 +9,20 @@ from __future__ import annotations
 import json
 import logging as std_logging
 import math
+import os
+import pathlib
+import shutil
 import sys
+import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
 import tqdm
 from absl import logging
+from etils import epath
+
+from sed_jax import io_utils
 
 
 # Libraries whose INFO lines (one per checkpoint file, per shard) drown a run's own log, and the
@@ -53,39 +59,62 @@ def _plain(value: Any) -> Any:
 class MetricWriter:
   """Appends {"step", "split", ...metrics} lines to <workdir>/metrics.jsonl and TensorBoard."""
 
-  def __init__(self, workdir: str | Path):
+  def __init__(self, workdir: str | os.PathLike):
     self.active = jax.process_index() == 0
-    self.path = Path(workdir) / "metrics.jsonl"
+    self.path = epath.Path(workdir) / "metrics.jsonl"
     self._tb = None
+    # Object storage cannot append: there the file is rewritten whole (it stays small: a line
+    # per log_every steps), from the lines it held when the run (re)started plus the new ones.
+    # TensorBoard files likewise are written to a local folder and uploaded whole on each write
+    # (`_tb_remote`), through the same client as every other file of the run.
+    self._lines = self._tb_remote = None
     if self.active:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self.path.parent.mkdir(parents=True, exist_ok=True)
-      self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+      tb_dir = epath.Path(workdir) / "tensorboard"
+      if not io_utils.is_local(self.path):
+        self._lines = self.path.read_text() if self.path.exists() else ""
+        self._tb_remote, tb_dir = tb_dir, tempfile.mkdtemp(prefix="sed_jax_tensorboard_")
+      self._tb = SummaryWriter(os.fspath(tb_dir))
 
   def write(self, step: int, split: str, scalars: dict[str, Any]) -> None:
     if not self.active:
       return
     row = {"step": int(step), "split": split}
     row.update({k: _plain(v) for k, v in scalars.items() if not isinstance(v, dict)})
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    if self._lines is not None:
+      self._lines += json.dumps(row) + "\n"
+      self.path.write_text(self._lines)
+    else:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(row) + "\n")
     for k, v in row.items():
       if k not in ("step", "split") and isinstance(v, (int, float)) and not isinstance(v, bool):
         self._tb.add_scalar(f"{split}/{k}", v, int(step))
     self._tb.flush()
+    self._upload_tensorboard()
+
+  def _upload_tensorboard(self) -> None:
+    if self._tb_remote is not None:
+      for f in pathlib.Path(self._tb.logdir).iterdir():
+        (self._tb_remote / f.name).write_bytes(f.read_bytes())
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._upload_tensorboard()
+      if self._tb_remote is not None:
+        shutil.rmtree(self._tb.logdir, ignore_errors=True)
+      self._tb = None
 
 
-def read_metrics(workdir: str | Path, split: str | None = None) -> list[dict[str, Any]]:
+def read_metrics(workdir: str | os.PathLike, split: str | None = None) -> list[dict[str, Any]]:
   """The rows of a run's metrics.jsonl (optionally one split's), by step.
 
   A run resumed after a kill redoes the steps since its last checkpoint and writes their rows
   again; the last row written for a (step, split) wins.
   """
-  path = Path(workdir) / "metrics.jsonl"
+  path = epath.Path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
   rows = {}

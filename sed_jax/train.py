@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 from typing import Any
 
 import flax
@@ -29,6 +28,7 @@ import numpy as np
 import optax
 from absl import logging
 from jax.experimental import multihost_utils
+from etils import epath
 
 from sed_jax import checkpoint as ckpt_lib
 from sed_jax import io_utils
@@ -281,7 +281,7 @@ def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
   return {k: float(np.mean([float(m[k]) for m in history])) for k in keys}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *,
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLike, *,
                        train_source=None, kd: tuple[Any, str] | None = None) -> dict[str, Any]:
   """Trains `config.model` on `config.dataset` in `workdir`, resuming from it if possible.
 
@@ -293,7 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   `<workdir>/test_metrics.json`). A finished run (final checkpoint at `total_steps` and its
   test metrics on disk) is not redone.
   """
-  workdir = Path(workdir)
+  workdir = epath.Path(workdir)
   done = workdir / "test_metrics.json"
   if done.exists():
     logging.info("%s is complete; nothing to do.", workdir)
@@ -302,7 +302,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     return _train_and_evaluate(config, workdir, train_source, kd)
 
 
-def _train_and_evaluate(config, workdir: Path, train_source, kd) -> dict[str, Any]:
+def _train_and_evaluate(config, workdir: epath.Path, train_source, kd) -> dict[str, Any]:
   done = workdir / "test_metrics.json"
   mesh = sharding.make_mesh()
   local_bs = sharding.check_batch_size(config.batch_size, mesh)
@@ -399,23 +399,24 @@ def _train_and_evaluate(config, workdir: Path, train_source, kd) -> dict[str, An
   return test
 
 
-def run_classes(workdir: str | Path, config=None) -> list[str]:
+def run_classes(workdir: epath.PathLike, config=None) -> list[str]:
   """The class names of a run's outputs (classes.json; else its dataset's metadata)."""
-  path = Path(workdir) / "classes.json"
+  path = epath.Path(workdir) / "classes.json"
   if path.exists():
     return json.loads(path.read_text())
   if config is None:
-    config = ml_collections.ConfigDict(json.loads((Path(workdir) / "config.json").read_text()))
+    config = ml_collections.ConfigDict(
+        json.loads((epath.Path(workdir) / "config.json").read_text()))
   return list(builders.make_builder(config.dataset, config.features).info.metadata["classes"])
 
 
-def load_trained(workdir: str | Path, num_classes: int, which: str = "best"):
+def load_trained(workdir: epath.PathLike, num_classes: int, which: str = "best"):
   """(model, variables, config) of a finished or running run, for inference.
 
   `which` is 'best' (the best validation checkpoint) or 'latest'. The model is rebuilt from the
   run's own config.json, so a teacher keeps its architecture whatever config loads it.
   """
-  workdir = Path(workdir)
+  workdir = epath.Path(workdir)
   path = workdir / "config.json"
   if not path.exists():
     raise FileNotFoundError(f"{workdir} holds no run (no config.json); train it first.")

@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from absl import app
 from absl import flags
+from etils import epath
 
 from sed_jax import io_utils
 from sed_jax.evaluation import report
@@ -43,9 +43,9 @@ def _get(config: dict, dotted: str):
   return config
 
 
-def read_run(run_dir: str | Path) -> dict[str, Any]:
+def read_run(run_dir: epath.PathLike) -> dict[str, Any]:
   """A run's settings, seed and test metrics (None while unfinished)."""
-  run = Path(run_dir)
+  run = epath.Path(run_dir)
   path = run / "config.json"
   if not path.is_file():
     raise FileNotFoundError(f"{run} holds no run (no config.json); pass training run folders.")
@@ -89,7 +89,7 @@ def markdown(runs: Sequence[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(runs: Sequence[dict], metric: str, x: str, out: str | Path) -> Path:
+def plot(runs: Sequence[dict], metric: str, x: str, out: epath.PathLike) -> epath.Path:
   """`metric` against setting `x` (mean ± std over seeds)."""
   groups = [g for g in group(runs) if isinstance(g["settings"][x], (int, float))]
   if not groups:
@@ -115,7 +115,7 @@ def main(argv: Sequence[str]) -> None:
   table = markdown(runs)
   print(table)
   if _OUT.value:
-    out = Path(_OUT.value)
+    out = epath.Path(_OUT.value)
     out.parent.mkdir(parents=True, exist_ok=True)
     with io_utils.atomic_write(out.with_suffix(".md")) as f:
       f.write(table)

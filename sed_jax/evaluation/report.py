@@ -7,7 +7,6 @@ frame probabilities), so a report can be rewritten from a finished workdir in se
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -15,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # Files only; no display needed.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from etils import epath
 
 from sed_jax import io_utils  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sed_jax import metric_writers  # pylint: disable=wrong-import-position
@@ -53,7 +53,8 @@ def results_table(results: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def plot_training_curves(runs: Mapping[str, str | Path], metric: str, out: str | Path) -> Path:
+def plot_training_curves(runs: Mapping[str, epath.PathLike], metric: str,
+                         out: epath.PathLike) -> epath.Path:
   """Training loss and validation `metric` against steps, one line per run."""
   fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
   for name, workdir in runs.items():
@@ -73,7 +74,8 @@ def plot_training_curves(runs: Mapping[str, str | Path], metric: str, out: str |
 
 def plot_event_roll(audio_id: str, reference: Sequence[Event] | None,
                     probs: Mapping[str, np.ndarray], classes: Sequence[str],
-                    frame_seconds: float, out: str | Path, threshold: float = 0.5) -> Path:
+                    frame_seconds: float, out: epath.PathLike,
+                    threshold: float = 0.5) -> epath.Path:
   """Reference events above (none for new audio: `reference=None`), then each model's frame
   probabilities [T, C] as a heat map with its thresholded detections outlined: what a person
   checks first when a number looks odd."""
@@ -102,7 +104,7 @@ def plot_event_roll(audio_id: str, reference: Sequence[Event] | None,
 
 
 def plot_sweep(xs: Sequence[float], values: Sequence[Sequence[float]], xlabel: str,
-               ylabel: str, out: str | Path, log2_x: bool = False) -> Path:
+               ylabel: str, out: epath.PathLike, log2_x: bool = False) -> epath.Path:
   """A metric against a swept setting: the mean over seeds at each x, ± the sample std."""
   fig, ax = plt.subplots(figsize=(6, 4))
   ax.errorbar(np.asarray(xs, float), [np.mean(v) if len(v) else np.nan for v in values],
@@ -116,8 +118,8 @@ def plot_sweep(xs: Sequence[float], values: Sequence[Sequence[float]], xlabel: s
   return _save(fig, out)
 
 
-def _save(fig, out: str | Path) -> Path:
-  out = Path(out)
+def _save(fig, out: epath.PathLike) -> epath.Path:
+  out = epath.Path(out)
   fig.tight_layout()
   with io_utils.atomic_write(out, "wb") as f:
     fig.savefig(f, format="png", dpi=110)
@@ -125,10 +127,10 @@ def _save(fig, out: str | Path) -> Path:
   return out
 
 
-def write_report(workdir: str | Path, results: Mapping[str, Any], curves: Path | None,
-                 rolls: Sequence[Path], notes: Sequence[str] = ()) -> Path:
+def write_report(workdir: epath.PathLike, results: Mapping[str, Any], curves: epath.Path | None,
+                 rolls: Sequence[epath.Path], notes: Sequence[str] = ()) -> epath.Path:
   """<workdir>/report.md: the table, then the plots (paths relative to the workdir)."""
-  workdir = Path(workdir)
+  workdir = epath.Path(workdir)
   lines = [f"# Results on {results['dataset']} ({results['split']} split)", "",
            results_table(results), ""]
   lines += [f"- {n}" for n in notes]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sed_jax.data.builders import base
 from sed_jax.data.builders import dcase_folder
+from sed_jax.data.builders import object_storage
 from sed_jax.data.builders import soundscapes
 from sed_jax.data.builders import synth_sed
 
@@ -30,7 +31,9 @@ def make_builder(data_cfg, feature_cfg) -> base.SedBuilder:
   if data_cfg.name not in DATASETS:
     raise ValueError(f"Unknown dataset {data_cfg.name!r} (config key dataset.name); "
                      f"known: {sorted(DATASETS)}.")
-  return DATASETS[data_cfg.name](data_cfg, feature_cfg)
+  builder = DATASETS[data_cfg.name](data_cfg, feature_cfg)
+  object_storage.pull(builder, data_cfg)  # A data_dir on gs://: fetch a dataset built there.
+  return builder
 
 
 def prepare(data_cfg, feature_cfg) -> base.SedBuilder:
@@ -38,4 +41,5 @@ def prepare(data_cfg, feature_cfg) -> base.SedBuilder:
   builder = make_builder(data_cfg, feature_cfg)
   if not builder.is_prepared():
     builder.download_and_prepare()
+  object_storage.push(builder, data_cfg)  # A data_dir on gs://: share the build.
   return builder

@@ -20,14 +20,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
 
 from sed_jax import io_utils
 from sed_jax import processes
@@ -140,7 +139,7 @@ class BuildOnce:
   """
 
   def download_and_prepare(self, *args, **kwargs):
-    config_dir = Path(self.data_dir).parent
+    config_dir = epath.Path(self.data_dir).parent
     with io_utils.exclusive(config_dir / f".{self.version}.build.lock",
                             f"the build of {self.name}/{self.builder_config.name}", wait=True):
       if self.is_prepared():  # Built by another job while this one waited.
@@ -235,12 +234,12 @@ class SedBuilder(BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registration=T
         self._workers = None
 
 
-def _remove_stale_incomplete(config_dir: Path) -> None:
+def _remove_stale_incomplete(config_dir: epath.Path) -> None:
   """Deletes `incomplete.*` folders that a killed build left; they are never read as data."""
   if config_dir.is_dir():
     for p in config_dir.glob("incomplete.*"):
       logging.info("Removing the leftovers of an interrupted build: %s", p)
-      shutil.rmtree(p, ignore_errors=True)
+      p.rmtree(missing_ok=True)
 
 
 def _make_example_safe(args) -> Any:

@@ -22,6 +22,7 @@ from pathlib import Path
 from sed_jax.data import annotations as ann_lib
 from sed_jax.data import audio as audio_lib
 from sed_jax.data.builders import base
+from sed_jax.data.builders import object_storage
 
 LAYOUTS = ("plain", "desed", "urban_sed")
 
@@ -232,7 +233,7 @@ def make_from_root(root, layout: str, data_cfg, feature_cfg, preset: str | None 
       preset or layout, feature_cfg.to_dict(), classes, dict(root=str(root), layout=layout),
       content=content_fingerprint(splits), on_error=data_cfg.on_error,
       num_workers=data_cfg.num_workers, description=f"DCASE folder ({layout}) at {root}")
-  return DcaseFolder(config=config, data_dir=data_cfg.data_dir or None,
+  return DcaseFolder(config=config, data_dir=object_storage.builder_data_dir(data_cfg),
                      file_format="array_record")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from sed_jax.data import audio as audio_lib
 from sed_jax.data import soundscapes as mix_lib
 from sed_jax.data.builders import base
+from sed_jax.data.builders import object_storage
 from sed_jax.data.builders import dcase_folder
 
 SPLITS = ("train", "validation", "test", "unlabeled")
@@ -97,5 +98,5 @@ def make(data_cfg, feature_cfg, preset: str = "") -> Soundscapes:
       preset or "soundscapes", feature_cfg.to_dict(), classes, params, content=content,
       on_error=data_cfg.on_error, num_workers=data_cfg.num_workers,
       description=f"Soundscapes mixed from {root} ({preset or 'custom sources'})")
-  return Soundscapes(config=config, data_dir=data_cfg.data_dir or None,
+  return Soundscapes(config=config, data_dir=object_storage.builder_data_dir(data_cfg),
                      file_format="array_record")

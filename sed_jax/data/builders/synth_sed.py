@@ -10,6 +10,7 @@ import dataclasses
 
 from sed_jax.data import synth
 from sed_jax.data.builders import base
+from sed_jax.data.builders import object_storage
 
 SPLITS = ("train", "validation", "test", "unlabeled")
 
@@ -48,4 +49,4 @@ def make(data_cfg, feature_cfg) -> SynthSed:
       "synth", feature_cfg.to_dict(), synth.CLASSES, params, on_error=data_cfg.on_error,
       num_workers=data_cfg.num_workers,
       description="Procedurally synthesised 10-class soundscapes (sed_jax.data.synth).")
-  return SynthSed(config=config, data_dir=data_cfg.data_dir or None, file_format="array_record")
+  return SynthSed(config=config, data_dir=object_storage.builder_data_dir(data_cfg), file_format="array_record")

@@ -23,17 +23,19 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
+from sed_jax import io_utils
 from sed_jax import sharding
 from sed_jax.data import pipeline
 from sed_jax.data.builders import base
+from sed_jax.data.builders import object_storage
 
 LOGIT_LIMIT = 30.0  # float16 holds it exactly; σ(30) = 1 − 1e-13.
 
@@ -45,17 +47,17 @@ class Teacher:
   workdir: str
 
 
-def checkpoint_identity(workdir: str | Path) -> dict[str, Any]:
+def checkpoint_identity(workdir: epath.PathLike) -> dict[str, Any]:
   """Step and content hash of a run's best checkpoint (what the cache depends on)."""
-  best = Path(workdir) / "best"
+  best = epath.Path(workdir) / "best"
   steps = sorted((int(p.name) for p in best.glob("[0-9]*") if p.is_dir()), reverse=True)
   if not steps:
     raise FileNotFoundError(f"Teacher run {workdir} has no best checkpoint; train it first.")
   step_dir = best / str(steps[0])
   h = hashlib.sha256()
-  for f in sorted(p for p in step_dir.rglob("*") if p.is_file()):
+  for f in io_utils.files_under(step_dir):
     h.update(str(f.relative_to(step_dir)).encode() + f.read_bytes())
-  config = json.loads((Path(workdir) / "config.json").read_text())
+  config = json.loads((epath.Path(workdir) / "config.json").read_text())
   return dict(step=steps[0], hash=h.hexdigest()[:16], arch=config["model"]["arch"],
               time_pool=config["features"]["time_pool"])
 
@@ -224,7 +226,7 @@ def make(data_cfg, feature_cfg, teachers: Sequence[Teacher], batch_size: int = 3
           f"Teacher {t.name!r} ({t.workdir}) outputs a frame every {ident['time_pool']} input "
           f"frames, the student every {feature_cfg.time_pool}: all teachers must share the "
           "student's output frame rate (features.time_pool). Retrain it with that time_pool.")
-    identities.append(dict(name=t.name, workdir=str(Path(t.workdir).absolute()), **ident))
+    identities.append(dict(name=t.name, workdir=str(io_utils.absolute(t.workdir)), **ident))
   splits = list(splits or base_builder.info.splits)
   params = dict(dataset=data_cfg.to_dict(), feature_config=feature_cfg.to_dict(),
                 base=f"{base_builder.name}/{base_builder.builder_config.name}",
@@ -238,8 +240,10 @@ def make(data_cfg, feature_cfg, teachers: Sequence[Teacher], batch_size: int = 3
       "cache", feature_cfg.to_dict(), base_builder.builder_config.classes, fp_params,
       content=content, description=f"{params['base']} + logits of {', '.join(names)}")
   config.params = params
-  return TeacherCache(config=config, data_dir=data_cfg.data_dir or None,
-                      file_format="array_record")
+  cache = TeacherCache(config=config, data_dir=object_storage.builder_data_dir(data_cfg),
+                       file_format="array_record")
+  object_storage.pull(cache, data_cfg)  # A data_dir on gs://: fetch a cache built there.
+  return cache
 
 
 def find_stale(cache: TeacherCache) -> list[str]:
@@ -251,7 +255,7 @@ def find_stale(cache: TeacherCache) -> list[str]:
   teacher set, not a stale one: their cache lives beside this one under its own fingerprint.
   """
   want = {t["name"]: t for t in cache.builder_config.params["teachers"]}
-  root = Path(cache.data_dir).parents[1]
+  root = epath.Path(cache.data_dir).parents[1]
   changed: set[str] = set()
   for info in root.glob("cache-*/*/metadata.json"):
     meta = json.loads(info.read_text())
