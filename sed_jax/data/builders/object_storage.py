@@ -19,7 +19,6 @@ import os
 import shutil
 import tempfile
 
-import jax
 from absl import logging
 from etils import epath
 
@@ -88,7 +87,10 @@ def pull(builder, data_cfg) -> bool:
 def push(builder, data_cfg) -> None:
   """Uploads `builder`'s local dataset to the bucket (process 0; `dataset_info.json` last)."""
   dst = _remote_folder(builder, data_cfg)
-  if dst is None or jax.process_index() != 0 or (dst / _COMPLETE).exists():
+  if dst is None:
+    return
+  import jax  # pylint: disable=g-import-not-at-top  (not for the data-only entry points)
+  if jax.process_index() != 0 or (dst / _COMPLETE).exists():
     return
   src = epath.Path(builder.data_dir)
   logging.info("Uploading dataset %s → %s", src, dst)
