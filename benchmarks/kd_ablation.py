@@ -22,6 +22,7 @@ from pathlib import Path
 
 from absl import app
 from absl import flags
+from etils import epath
 from ml_collections import config_flags
 
 from sed_jax import ablation
@@ -43,11 +44,11 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   metric_writers.quiet_library_logs()
-  config, workdir = _CONFIG.value, Path(_WORKDIR.value)
+  config, workdir = _CONFIG.value, epath.Path(_WORKDIR.value)  # Local or gs://.
   seeds = [int(s) for s in _SEEDS.value]
   out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, _GRID.value)
   table = ablation.markdown(out["arms"], out["teachers"], config)
-  path = Path(_OUT.value)
+  path = epath.Path(_OUT.value)
   path.parent.mkdir(parents=True, exist_ok=True)
   with io_utils.atomic_write(path.with_suffix(".md")) as f:
     f.write(table)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from absl import app
 from absl import flags
+from etils import epath
 from ml_collections import config_flags
 
 from sed_jax import ablation
@@ -93,13 +94,13 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   metric_writers.quiet_library_logs()
   start = time.time()
-  config, workdir = _CONFIG.value, Path(_WORKDIR.value)
+  config, workdir = _CONFIG.value, epath.Path(_WORKDIR.value)  # Local or gs://.
   seeds = [int(s) for s in _SEEDS.value]
   results = distill.run(config, workdir)
   out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, with_grid=False)
   text = table(results, out["arms"], config)
   wall = time.time() - start
-  path = Path(_OUT.value)
+  path = epath.Path(_OUT.value)
   path.parent.mkdir(parents=True, exist_ok=True)
   with io_utils.atomic_write(path.with_suffix(".md")) as f:
     f.write(text)

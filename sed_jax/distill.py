@@ -115,6 +115,7 @@ def build_cache(config, teachers) -> teacher_cache.TeacherCache:
   cache = teacher_cache.make(config.dataset, config.features, teachers,
                              batch_size=config.kd.cache_batch_size)
   if cache.is_prepared():
+    object_storage.push(cache, config.dataset)  # A data_dir on gs://: an upload cut short.
     return cache
   stale = teacher_cache.find_stale(cache)
   if stale and not config.kd.rebuild_stale_cache:

@@ -39,7 +39,7 @@ def files_under(folder: str | os.PathLike) -> list[epath.Path]:
 
 def absolute(path: str | os.PathLike) -> epath.Path:
   """`path` made absolute (against the working directory) unless it is a URL already."""
-  return epath.Path(path).absolute() if is_local(path) else epath.Path(path)
+  return epath.Path(pathlib.Path(path).absolute()) if is_local(path) else epath.Path(path)
 
 
 @contextlib.contextmanager
@@ -100,6 +100,10 @@ def exclusive(lock_path: str | os.PathLike, what: str, wait: bool) -> Iterator[N
     # rule.
     digest = hashlib.sha256(os.fspath(lock_path).encode()).hexdigest()[:16]
     p = pathlib.Path(tempfile.gettempdir()) / "sed_jax_locks" / f"{digest}.lock"
+    if not p.parent.is_dir():
+      p.parent.mkdir(exist_ok=True)
+      with contextlib.suppress(OSError):
+        p.parent.chmod(0o1777)  # Shared by every user of the host, like /tmp itself.
   else:
     p = pathlib.Path(lock_path)
   p.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ they talk to a real bucket.
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from etils import epath
 from sed_jax import distill
 from sed_jax import io_utils
 from sed_jax import metric_writers
+from sed_jax.data import builders
 from sed_jax.data.builders import base
+from sed_jax.data.builders import object_storage
 from tests import test_distill
 
 BUCKET = "sed-jax-test"
@@ -132,3 +135,17 @@ def test_the_experiment_runs_with_its_data_and_workdir_on_a_bucket(bucket, tmp_p
   assert (run / "metrics.jsonl").read_text() == before
   assert {p.name for p in (tmp_path / "mirror_host1" / "gs" / BUCKET / "tfds").iterdir()} == (
       in_bucket)
+
+  # A third host whose mirror holds a killed build's folder and a killed download's: the
+  # download replaces the first and clears the second.
+  monkeypatch.setenv("SED_JAX_LOCAL_DATA_DIR", str(tmp_path / "mirror_host2"))
+  mirror = object_storage.builder_data_dir(config.dataset)
+  probe = builders.DATASETS[config.dataset.name](config.dataset, config.features)  # No pull.
+  junk = pathlib.Path(probe.data_dir)
+  (junk / "half_written.array_record").parent.mkdir(parents=True)
+  (junk / "half_written.array_record").write_bytes(b"x")
+  (junk.parent / f".{junk.name}.pull-killed").mkdir()
+  builder = builders.make_builder(config.dataset, config.features)
+  assert builder.is_prepared() and builder.data_dir.startswith(mirror)
+  assert not (junk / "half_written.array_record").exists()
+  assert not list(junk.parent.glob(f".{junk.name}.pull-*"))

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -239,7 +240,7 @@ def _remove_stale_incomplete(config_dir: epath.Path) -> None:
   if config_dir.is_dir():
     for p in config_dir.glob("incomplete.*"):
       logging.info("Removing the leftovers of an interrupted build: %s", p)
-      p.rmtree(missing_ok=True)
+      shutil.rmtree(p, ignore_errors=True)
 
 
 def _make_example_safe(args) -> Any:

@@ -66,16 +66,20 @@ def pull(builder, data_cfg) -> bool:
     return False
   dst = epath.Path(builder.data_dir)
   dst.parent.mkdir(parents=True, exist_ok=True)
-  with io_utils.exclusive(dst.parent / f".{dst.name}.pull.lock", f"the download of {src}",
-                          wait=True):
-    if builder.is_prepared():  # Another job on this host downloaded it while this one waited.
+  # The lock of a build of the same dataset (base.BuildOnce): a download and a build on this
+  # host never write the same folder at once.
+  with io_utils.exclusive(dst.parent / f".{builder.version}.build.lock",
+                          f"the build of {builder.name}/{builder.builder_config.name}", wait=True):
+    if builder.is_prepared():  # Built or downloaded by another job while this one waited.
       builder.info.read_from_directory(builder.data_dir)
       return True
+    for leftover in dst.parent.glob(f".{dst.name}.pull-*"):  # A killed download's.
+      shutil.rmtree(leftover, ignore_errors=True)
     logging.info("Downloading dataset %s → %s", src, dst)
     tmp = epath.Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.pull-"))
     try:
       _copy_tree(src, tmp)
-      if dst.exists():  # An interrupted build's leftovers: the bucket's copy is complete.
+      if dst.exists():  # Not prepared (checked under the lock): a killed build's leftovers.
         shutil.rmtree(dst)
       os.replace(tmp, dst)
     finally:
