@@ -120,7 +120,8 @@ def _real_audio_schedule(c: ml_collections.ConfigDict) -> None:
   every model at the start of learning real, overlapping, noisy events: test event-F1 0.03-0.09
   for the teachers, below the no-KD student's 0.095, so there was nothing to distil. Teachers
   now see 12.8 passes (1200 steps at batch 16) and the students 12.8 passes too; the best
-  validation checkpoint guards against over-fitting.
+  validation checkpoint guards against over-fitting. Measured (seed 0, test event-F1): teachers
+  0.126-0.160, ensemble 0.179, student without KD 0.106, with class_weighted KD 0.135.
   """
   c.teacher.update(dict(batch_size=16, total_steps=1200, eval_every=300, checkpoint_every=100,
                         log_every=50))
