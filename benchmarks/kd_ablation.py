@@ -28,6 +28,7 @@ from ml_collections import config_flags
 from sed_jax import ablation
 from sed_jax import io_utils
 from sed_jax import metric_writers
+from sed_jax import preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/student.py",
                                           "Student experiment config (configs/student.py).")
@@ -44,23 +45,24 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   metric_writers.quiet_library_logs()
-  config, workdir = _CONFIG.value, epath.Path(_WORKDIR.value)  # Local or gs://.
-  seeds = [int(s) for s in _SEEDS.value]
-  out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, _GRID.value)
-  table = ablation.markdown(out["arms"], out["teachers"], config)
-  path = epath.Path(_OUT.value)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with io_utils.atomic_write(path.with_suffix(".md")) as f:
-    f.write(table)
-  # Overall scalars per run (the class-wise tables stay in each run's test_metrics.json).
-  for row in out["arms"] + out["teachers"]:
-    row["metrics"] = [{k: v for k, v in m.items() if not isinstance(v, (dict, list))}
-                      for m in row["metrics"]]
-  with io_utils.atomic_write(path.with_suffix(".json")) as f:
-    json.dump(dict(command="python benchmarks/kd_ablation.py " + " ".join(sys.argv[1:]),
-                   workdir=str(workdir), **out), f, indent=2)
-  print(table)
-  print(f"result: kd_gain_event_f1 {ablation.kd_gain(out['arms'], _STRATEGIES.value):.1f} points")
+  with preemption.exit_on_preemption():  # SIGTERM: the runs under way checkpoint first.
+    config, workdir = _CONFIG.value, epath.Path(_WORKDIR.value)  # Local or gs://.
+    seeds = [int(s) for s in _SEEDS.value]
+    out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, _GRID.value)
+    table = ablation.markdown(out["arms"], out["teachers"], config)
+    path = epath.Path(_OUT.value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with io_utils.atomic_write(path.with_suffix(".md")) as f:
+      f.write(table)
+    # Overall scalars per run (the class-wise tables stay in each run's test_metrics.json).
+    for row in out["arms"] + out["teachers"]:
+      row["metrics"] = [{k: v for k, v in m.items() if not isinstance(v, (dict, list))}
+                        for m in row["metrics"]]
+    with io_utils.atomic_write(path.with_suffix(".json")) as f:
+      json.dump(dict(command="python benchmarks/kd_ablation.py " + " ".join(sys.argv[1:]),
+                     workdir=str(workdir), **out), f, indent=2)
+    print(table)
+    print(f"result: kd_gain_event_f1 {ablation.kd_gain(out['arms'], _STRATEGIES.value):.1f} points")
 
 
 if __name__ == "__main__":

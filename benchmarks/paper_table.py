@@ -36,6 +36,7 @@ from sed_jax import ablation
 from sed_jax import distill
 from sed_jax import io_utils
 from sed_jax import metric_writers
+from sed_jax import preemption
 from sed_jax.evaluation import report
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -93,32 +94,33 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   metric_writers.quiet_library_logs()
-  start = time.time()
-  config, workdir = _CONFIG.value, epath.Path(_WORKDIR.value)  # Local or gs://.
-  seeds = [int(s) for s in _SEEDS.value]
-  results = distill.run(config, workdir)
-  out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, with_grid=False)
-  text = table(results, out["arms"], config)
-  wall = time.time() - start
-  path = epath.Path(_OUT.value)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with io_utils.atomic_write(path.with_suffix(".md")) as f:
-    f.write(text)
-  for arm in out["arms"]:  # Overall scalars per run (class-wise tables stay in the workdir).
-    arm["metrics"] = [{k: v for k, v in m.items() if not isinstance(v, (dict, list))}
-                      for m in arm["metrics"]]
-  gain = ablation.kd_gain(out["arms"], _STRATEGIES.value)
-  best_kd = max(np.mean([m["event_f1_macro"] for m in a["metrics"]]) for a in out["arms"]
-                if a["arm"] in {f"multi: {s}" for s in _STRATEGIES.value})
-  vs_teacher = 100 * (best_kd - best_teacher_event_f1(results))
-  with io_utils.atomic_write(path.with_suffix(".json")) as f:
-    json.dump(dict(command="python benchmarks/paper_table.py " + " ".join(sys.argv[1:]),
-                   workdir=str(workdir), wall_s_this_call=round(wall, 1), results=results,
-                   best_teacher=out["best_teacher"], seeds=seeds, arms=out["arms"]), f, indent=2)
-  print(text)
-  print(f"wall time of this call: {wall / 60:.1f} min (work already in {workdir} is reused)")
-  print(f"result: kd_gain_event_f1 {gain:.1f} points")
-  print(f"result: kd_minus_best_teacher_event_f1 {vs_teacher:.1f} points")
+  with preemption.exit_on_preemption():  # SIGTERM: the runs under way checkpoint first.
+    start = time.time()
+    config, workdir = _CONFIG.value, epath.Path(_WORKDIR.value)  # Local or gs://.
+    seeds = [int(s) for s in _SEEDS.value]
+    results = distill.run(config, workdir)
+    out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, with_grid=False)
+    text = table(results, out["arms"], config)
+    wall = time.time() - start
+    path = epath.Path(_OUT.value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with io_utils.atomic_write(path.with_suffix(".md")) as f:
+      f.write(text)
+    for arm in out["arms"]:  # Overall scalars per run (class-wise tables stay in the workdir).
+      arm["metrics"] = [{k: v for k, v in m.items() if not isinstance(v, (dict, list))}
+                        for m in arm["metrics"]]
+    gain = ablation.kd_gain(out["arms"], _STRATEGIES.value)
+    best_kd = max(np.mean([m["event_f1_macro"] for m in a["metrics"]]) for a in out["arms"]
+                  if a["arm"] in {f"multi: {s}" for s in _STRATEGIES.value})
+    vs_teacher = 100 * (best_kd - best_teacher_event_f1(results))
+    with io_utils.atomic_write(path.with_suffix(".json")) as f:
+      json.dump(dict(command="python benchmarks/paper_table.py " + " ".join(sys.argv[1:]),
+                     workdir=str(workdir), wall_s_this_call=round(wall, 1), results=results,
+                     best_teacher=out["best_teacher"], seeds=seeds, arms=out["arms"]), f, indent=2)
+    print(text)
+    print(f"wall time of this call: {wall / 60:.1f} min (work already in {workdir} is reused)")
+    print(f"result: kd_gain_event_f1 {gain:.1f} points")
+    print(f"result: kd_minus_best_teacher_event_f1 {vs_teacher:.1f} points")
 
 
 if __name__ == "__main__":

@@ -88,14 +88,11 @@ def main(argv):
   except config_checks.ConfigError as e:
     sys.exit(f"sed_jax: {e}")
   print(f"workdir: {workdir}", flush=True)
-  preemption.install()
-  try:
-    JOBS[config.job](config, workdir)
-  except (io_utils.BusyError, distill.StaleCacheError) as e:
-    sys.exit(f"sed_jax: {e}")  # A situation to act on, explained; not a bug's traceback.
-  except preemption.Preempted as e:
-    print(f"sed_jax: {e}", file=sys.stderr, flush=True)
-    sys.exit(preemption.EXIT_CODE)
+  with preemption.exit_on_preemption():
+    try:
+      JOBS[config.job](config, workdir)
+    except (io_utils.BusyError, distill.StaleCacheError) as e:
+      sys.exit(f"sed_jax: {e}")  # A situation to act on, explained; not a bug's traceback.
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -56,6 +57,18 @@ def install() -> None:
   import jax  # pylint: disable=g-import-not-at-top  (data-only entry points never need JAX)
   if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
     signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@contextlib.contextmanager
+def exit_on_preemption() -> Iterator[None]:
+  """For a command's main: SIGTERM lets the runs under way save their checkpoints, then the
+  process exits with EXIT_CODE and says how to resume, instead of dying mid-step."""
+  install()
+  try:
+    yield
+  except Preempted as e:
+    print(f"sed_jax: {e}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_CODE)
 
 
 def requested() -> bool:
