@@ -114,18 +114,17 @@ def build_cache(config, teachers) -> teacher_cache.TeacherCache:
   names the teachers that changed (or is replaced when `kd.rebuild_stale_cache` is set)."""
   cache = teacher_cache.make(config.dataset, config.features, teachers,
                              batch_size=config.kd.cache_batch_size)
-  if cache.is_prepared():
-    object_storage.push(cache, config.dataset)  # A data_dir on gs://: an upload cut short.
-    return cache
-  stale = teacher_cache.find_stale(cache)
-  if stale and not config.kd.rebuild_stale_cache:
-    raise StaleCacheError(
-        f"Teacher(s) {', '.join(stale)} changed since the teacher cache in "
-        f"{epath.Path(cache.data_dir).parents[1]} was built. Rerun with "
-        "--config.kd.rebuild_stale_cache=True to cache the new logits (the student then learns "
-        "from the current teachers), or restore the old checkpoints.")
-  cache.download_and_prepare()
-  object_storage.push(cache, config.dataset)  # A data_dir on gs://: share the cache.
+  if not cache.is_prepared():
+    stale = teacher_cache.find_stale(cache)
+    if stale and not config.kd.rebuild_stale_cache:
+      raise StaleCacheError(
+          f"Teacher(s) {', '.join(stale)} changed since the teacher cache in "
+          f"{epath.Path(cache.data_dir).parents[1]} was built. Rerun with "
+          "--config.kd.rebuild_stale_cache=True to cache the new logits (the student then "
+          "learns from the current teachers), or restore the old checkpoints.")
+    cache.download_and_prepare()
+  # A data_dir on gs://: share the cache (or finish an upload that was cut short).
+  object_storage.push(cache, config.dataset)
   return cache
 
 
