@@ -18,7 +18,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from absl import app
 from absl import flags
 from etils import epath
