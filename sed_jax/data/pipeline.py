@@ -164,6 +164,11 @@ class Mixup(grain.transforms.RandomMap):
   Mixing a labelled with an unlabelled clip would leave half of the mixture unlabelled, so
   partners are drawn within groups of equal (has_strong, has_weak). Soft mode weights the targets
   by λ; hard mode takes their maximum (every event present is labelled present).
+
+  Teacher logits from a cache are targets too and are mixed alike: soft mode stores the logit of
+  λ·σ(z₁) + (1 − λ)·σ(z₂), each teacher's mixed probability (exact for the KD target at T = 1,
+  close to it at other temperatures); hard mode the larger logit, which is the larger tempered
+  probability at every T. Left unmixed, a mixture would be distilled towards one clip's teachers.
   """
 
   def __init__(self, cfg):
@@ -188,8 +193,25 @@ class Mixup(grain.transforms.RandomMap):
         out[key] = np.maximum(batch[key], batch[key][perm])
       else:
         out[key] = mix(batch[key], lam.reshape(shape))
+    for key in ("teacher_logits", "teacher_clip_logits"):
+      if key in batch:
+        z = batch[key].astype(np.float64)
+        shape = (n,) + (1,) * (z.ndim - 1)
+        mixed = (np.maximum(z, z[perm]) if cfg.mixup_mode == "hard"
+                 else _mixed_logit(z, z[perm], lam.astype(np.float64).reshape(shape)))
+        out[key] = mixed.astype(batch[key].dtype)
     out["frame_mask"] = batch["frame_mask"] | batch["frame_mask"][perm]
     return out
+
+
+def _mixed_logit(z1: np.ndarray, z2: np.ndarray, lam: np.ndarray) -> np.ndarray:
+  """logit(λ·σ(z₁) + (1 − λ)·σ(z₂)), computed in log space so that saturated logits survive."""
+  log_sig = lambda z: -np.logaddexp(0.0, -z)  # log σ(z); log(1 − σ(z)) = log σ(−z).
+  with np.errstate(divide="ignore"):  # λ may round to 0 or 1: log 0 = −inf is then right.
+    log_l, log_1ml = np.log(lam), np.log1p(-lam)
+  log_p = np.logaddexp(log_l + log_sig(z1), log_1ml + log_sig(z2))
+  log_q = np.logaddexp(log_l + log_sig(-z1), log_1ml + log_sig(-z2))
+  return log_p - log_q
 
 
 def train_loader(source, *, batch_size: int, seed: int, data_cfg, feature_cfg,

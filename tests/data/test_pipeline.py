@@ -143,6 +143,37 @@ def test_mixup_pairs_only_examples_with_the_same_label_kinds(cfgs):
   assert set(np.unique(hard["strong"])) <= {0.0, 1.0}
 
 
+def test_mixup_mixes_teacher_targets_with_their_clips():
+  """A KD target must follow its mixture: each teacher's probability is mixed with λ (soft) or
+  maxed (hard), saturated logits included; left unmixed it would be one clip's teachers."""
+  aug = pipeline.augment_config()
+  aug.update(dict(mixup_prob=1.0, mixup_alpha=0.4))
+  n, k, t = 6, 2, 5
+  logits = np.random.default_rng(1).normal(0, 4, (n, k, t, C)).astype(np.float16)
+  logits[:, 0, 0, 0] = [30, -30, 30, -30, 30, -30]  # σ = 1 − 1e-13 or 1e-13.
+  batch = dict(log_mel=np.eye(n, dtype=np.float32)[:, None, :],  # Clip i is the one-hot e_i.
+               strong=np.zeros((n, t, C), np.float32), weak=np.zeros((n, C), np.float32),
+               has_strong=np.zeros(n, bool), has_weak=np.zeros(n, bool),
+               frame_mask=np.ones((n, t), bool), teacher_logits=logits,
+               teacher_clip_logits=logits.max(2))
+  sig = lambda z: 1 / (1 + np.exp(-z.astype(np.float64)))
+  for mode in ("soft", "hard"):
+    aug.mixup_mode = mode
+    out = pipeline.Mixup(aug).random_map(batch, np.random.default_rng(3))
+    assert out["teacher_logits"].dtype == np.float16
+    for i in range(n):
+      mel = out["log_mel"][i, 0]  # λ·e_i + (1 − λ)·e_j: λ and the partner j can be read off.
+      lam = float(mel[i])
+      j = i if np.isclose(lam, 1.0) else int(np.argmax(np.where(np.arange(n) == i, -1, mel)))
+      for key in ("teacher_logits", "teacher_clip_logits"):
+        zi, zj = batch[key][i], batch[key][j]
+        want = (np.maximum(zi, zj) if mode == "hard" else
+                np.log(lam * sig(zi) + (1 - lam) * sig(zj)) -
+                np.log(lam * sig(-zi) + (1 - lam) * sig(-zj)))
+        np.testing.assert_allclose(out[key][i].astype(np.float64), want, rtol=2e-3, atol=2e-2)
+    assert np.isfinite(out["teacher_logits"].astype(np.float32)).all()
+
+
 def test_eval_batches_cover_the_split_once_in_order_for_any_process_count(cfgs):
   data, feat = cfgs
   source = SOURCE[:11]
