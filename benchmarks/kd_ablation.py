@@ -3,10 +3,13 @@ r"""KD ablation on the student config's dataset: which teacher signal helps the 
   python benchmarks/kd_ablation.py                          # after (or instead of) the main job
   python benchmarks/kd_ablation.py --seeds=0,1,2,3,4 --grid=false
   python benchmarks/kd_ablation.py --config=configs/student.py:smoke --workdir=/tmp/abl
+  python benchmarks/kd_ablation.py --grid=false --seeds=0 --variant='total_steps=2400' \
+      --variant='nokd:total_steps=2400' --variant='augment.mixup_prob=0.5'
 
 Main comparison over `--seeds` (>= 3): no KD, single-teacher KD from the best teacher (by
 validation F1), multi-teacher KD with each of `--strategies`; with `--grid` (default on) one seed
-each of T, α and no unlabeled data. The plan and its reuse of the main job's workdir (teachers,
+each of T, α and no unlabeled data; each `--variant` adds one more one-seed student with any
+config overrides (schedule, augmentation, strategy; `nokd:` for the student without KD). The plan and its reuse of the main job's workdir (teachers,
 cache and seed-0 students trained once; resumable) are in `sed_jax/ablation.py`.
 
 Writes benchmarks/results/kd_ablation.md (mean ± sample std over seeds, test split) and
@@ -37,6 +40,10 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Student seeds of the main 
 _STRATEGIES = flags.DEFINE_list("strategies", ["mean_prob", "class_weighted"],
                                 "Multi-teacher combination strategies to compare.")
 _GRID = flags.DEFINE_boolean("grid", True, "Also the one-seed grid over T, α, unlabeled data.")
+_VARIANTS = flags.DEFINE_multi_string(
+    "variant", [], "One more one-seed student per flag: config overrides separated by ';', "
+    "e.g. 'total_steps=2400', 'kd.alpha=0.9;kd.temperature=2', 'augment.mixup_prob=0.5', "
+    "'nokd:total_steps=2400' (without KD). See ablation.parse_variant.")
 _OUT = flags.DEFINE_string("out", str(Path(__file__).parent / "results" / "kd_ablation"),
                            "Output path without extension (.md and .json are written).")
 
@@ -48,7 +55,8 @@ def main(argv) -> None:
   with preemption.exit_on_preemption():  # SIGTERM: the runs under way checkpoint first.
     config, workdir = _CONFIG.value, epath.Path(_WORKDIR.value)  # Local or gs://.
     seeds = [int(s) for s in _SEEDS.value]
-    out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, _GRID.value)
+    variants = [ablation.parse_variant(v, config) for v in _VARIANTS.value]
+    out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, _GRID.value, variants)
     table = ablation.markdown(out["arms"], out["teachers"], config)
     path = epath.Path(_OUT.value)
     path.parent.mkdir(parents=True, exist_ok=True)

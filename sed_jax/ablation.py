@@ -20,6 +20,7 @@ import json
 import numpy as np
 from etils import epath
 
+from sed_jax import config_lib
 from sed_jax import distill
 from sed_jax.evaluation import report
 
@@ -33,15 +34,62 @@ def best_teacher(cache) -> str:
   return max(meta, key=lambda t: float(np.mean(t["class_f1"])))["name"]
 
 
-def variant(config, **kd_overrides):
-  """`config` with some `kd.*` values (and `seed`) replaced."""
+def variant(config, **overrides):
+  """`config` with some values replaced: a bare key names a `kd.*` field (temperature, alpha,
+  ...) if there is one, else a top-level field (seed, total_steps); a dotted key is a path
+  (`augment.mixup_prob`)."""
   c = copy.deepcopy(config)
   with c.unlocked():
-    if "seed" in kd_overrides:
-      c.seed = kd_overrides.pop("seed")
-    for k, v in kd_overrides.items():
-      c.kd[k] = v
+    for key, value in overrides.items():
+      path = key.split(".") if "." in key or key not in c.kd else ["kd", key]
+      node = c
+      for i, part in enumerate(path[:-1]):
+        if part not in node:
+          raise KeyError(f"Variant key {key!r}: the config has no field {'.'.join(path[:i + 1])}.")
+        node = node[part]
+      if path[-1] not in node:
+        raise KeyError(f"Variant key {key!r}: the config has no field {'.'.join(path)}.")
+      node[path[-1]] = value
   return c
+
+
+def parse_variant(spec: str, config) -> tuple[str, str | None, dict]:
+  """(arm label, KD strategy or None, overrides) of a `--variant` spec such as
+  'total_steps=2400', 'kd.alpha=0.9;kd.temperature=2', 'augment.mixup_prob=0.5',
+  'kd.strategy=single:resnet' or 'nokd:total_steps=2400' (the student without KD).
+
+  Values take the type of the field they replace; `kd.` is dropped from keys, so run names
+  match the grid's (kd_class_weighted_alpha0.9).
+  """
+  no_kd = spec.startswith("nokd:")
+  pairs = [p.split("=", 1) for p in spec.removeprefix("nokd:").split(";") if p.strip()]
+  if not pairs or any(len(p) != 2 for p in pairs):
+    raise ValueError(f"Variant {spec!r}: use key=value pairs separated by ';', e.g. "
+                     "'total_steps=2400;kd.alpha=0.9' ('nokd:' first for the no-KD student).")
+  overrides = {}
+  for key, value in pairs:
+    key = key.strip().removeprefix("kd.")
+    current = _field(config, key if "." in key or key not in config.kd else f"kd.{key}")
+    try:
+      overrides[key] = config_lib.parse_arg(f"v={value.strip()}", v=current).v
+    except ValueError as e:
+      raise ValueError(f"Variant {spec!r}: {key}={value.strip()!r} is not of type "
+                       f"{type(current).__name__} ({e}).") from e
+  strategy = None if no_kd else overrides.pop("strategy", config.kd.strategy)
+  label = "no KD" if strategy is None else strategy if ":" in strategy else f"multi: {strategy}"
+  if overrides:
+    label += ", " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in overrides.items())
+  return label, strategy, overrides
+
+
+def _field(config, key: str):
+  node = config
+  for part in key.split("."):
+    if part not in node:
+      raise KeyError(f"Variant key {key!r}: the config has no field {part!r}.")
+    node = node[part]
+  return node
 
 
 def arms(single: str, strategies: list[str]) -> list[tuple[str, str | None, dict]]:
@@ -86,9 +134,10 @@ def markdown(rows: list[dict], teacher_rows: list[dict], config) -> str:
 
 
 def run_ablation(config, workdir: epath.Path, seeds: list[int], strategies: list[str],
-                 with_grid: bool) -> dict:
+                 with_grid: bool, variants: list[tuple[str, str | None, dict]] = ()) -> dict:
   """Trains (or reuses) every run of the plan; returns the arms with their runs' test metrics,
-  the teachers' rows and the best single teacher."""
+  the teachers' rows and the best single teacher. `variants` (`parse_variant`) are one-seed
+  runs like the grid's."""
   teachers = distill.train_teachers(config, workdir)
   cache = distill.build_cache(config, teachers)
   single = best_teacher(cache)
@@ -99,6 +148,7 @@ def run_ablation(config, workdir: epath.Path, seeds: list[int], strategies: list
   if with_grid:
     plan += [(label, strategy, overrides, config.seed)
              for label, strategy, overrides in grid(config)]
+  plan += [(label, strategy, overrides, config.seed) for label, strategy, overrides in variants]
   names = [run_name(strategy, overrides, seed, config.seed)
            for _, strategy, overrides, seed in plan]
   jobs = [(variant(config, seed=seed, **overrides, **({"strategy": strategy} if strategy else {})),

@@ -210,6 +210,27 @@ def test_kd_ablation_reuses_the_main_job_and_adds_seeds(experiment):
   assert isinstance(ablation.kd_gain(out["arms"], ["class_weighted"]), float)
 
 
+def test_variants_parse_to_typed_overrides_and_grid_style_run_names():
+  """`kd_ablation.py --variant=...`: any config path, values typed like the field they replace,
+  names that a re-run finds again, and an error naming a key the config lacks."""
+  config = config_lib.load_config("configs/student.py:dataset=urbansed_mini")
+  label, strategy, over = ablation.parse_variant("total_steps=2400;kd.alpha=0.9", config)
+  assert (strategy, over) == ("class_weighted", {"total_steps": 2400, "alpha": 0.9})
+  assert label == "multi: class_weighted, total_steps=2400, alpha=0.9"
+  assert ablation.run_name(strategy, over, 0, 0) == "kd_class_weighted_alpha0.9_total_steps2400"
+  c = ablation.variant(config, **over)
+  assert (c.total_steps, c.kd.alpha, config.total_steps) == (2400, 0.9, 1200)
+  assert ablation.parse_variant("nokd:augment.mixup_prob=0.5", config)[1:] == (
+      None, {"augment.mixup_prob": 0.5})
+  assert ablation.variant(config, **{"augment.mixup_prob": 0.5}).augment.mixup_prob == 0.5
+  assert ablation.parse_variant("kd.strategy=single:resnet", config)[:3] == (
+      "single:resnet", "single:resnet", {})
+  with pytest.raises(KeyError, match="no field 'nope'"):
+    ablation.parse_variant("augment.nope=1", config)
+  with pytest.raises(ValueError, match="total_steps='many' is not of type int"):
+    ablation.parse_variant("total_steps=many", config)
+
+
 def test_a_changed_teacher_stops_distillation_with_its_name(experiment):
   """Last in the module: it replaces a teacher of the shared experiment."""
   config, workdir, _ = experiment
