@@ -120,6 +120,9 @@ def _distill(c, device_count: int | None) -> Iterator[str]:
            "strategy=weighted needs one per teacher.")
   if any(w < 0 for w in kd.weights):
     yield "kd.weights must be >= 0."
+  if kd.unlabeled_ratio < 0:
+    yield (f"kd.unlabeled_ratio={kd.unlabeled_ratio!r} must be >= 0 (unlabeled clips per "
+           "labelled clip in a KD batch; 0 = the splits' own share).")
   if not (isinstance(kd.cache_batch_size, int) and kd.cache_batch_size > 0):
     yield f"kd.cache_batch_size={kd.cache_batch_size!r} must be a positive integer."
   if c.get("parallel_runs", 1) < 1:

@@ -37,6 +37,7 @@ from sed_jax.data.builders import teacher_cache
 from sed_jax.data import features as feat_lib
 from sed_jax.evaluation import evaluate as eval_lib
 from sed_jax.evaluation import report
+from sed_jax.evaluation import tuning
 from sed_jax.models import summary
 
 
@@ -152,11 +153,26 @@ def train_student(config, run_dir: epath.Path, cache=None) -> dict[str, Any]:
   scfg = student_config(config, config.kd.alpha)
   sources = [cache.as_data_source("train")]
   if config.kd.use_unlabeled and "unlabeled" in cache.info.splits:
-    sources.append(cache.as_data_source("unlabeled"))
-    scfg.batch_size = batch_with_unlabeled(config.batch_size, len(sources[0]), len(sources[1]),
-                                           jax.device_count())
+    unlabeled = cache.as_data_source("unlabeled")
+    sources *= labelled_repeats(len(sources[0]), len(unlabeled), config.kd.unlabeled_ratio)
+    sources.append(unlabeled)
+    scfg.batch_size = batch_with_unlabeled(config.batch_size, len(sources[0]) * (len(sources) - 1),
+                                           len(unlabeled), jax.device_count())
   return train.train_and_evaluate(scfg, run_dir, train_source=pipeline.ConcatSource(sources),
                                   kd=kd_combination(config, cache))
+
+
+def labelled_repeats(labelled: int, unlabeled: int, ratio: float) -> int:
+  """How many times the labelled split enters the KD student's sampling pool, so that a batch
+  holds about `ratio` unlabeled clips per labelled clip (0: the splits' own share, once each).
+
+  Why: a large unlabeled pool is a large transfer set (many soundscapes the student sees only
+  through the teachers) without a larger batch: each step costs what it did with a small pool,
+  and each unlabeled clip is seen fewer times.
+  """
+  if ratio <= 0 or labelled == 0:
+    return 1
+  return max(1, round(unlabeled / (ratio * labelled)))
 
 
 def batch_with_unlabeled(batch_size: int, labelled: int, unlabeled: int, devices: int) -> int:
@@ -259,6 +275,42 @@ def ensemble_metrics(config, test_source, classes) -> tuple[dict[str, Any], np.n
                                        feat_lib.output_frame_seconds(config.features),
                                        config.eval)
   return metrics, probs, meta
+
+
+def tuned_metrics(config, cache, student_runs: dict[str, epath.Path]) -> dict[str, dict]:
+  """Test metrics with the median window and threshold tuned per class on the validation split
+  (`evaluation/tuning.py`), for every teacher and the ensemble (from their cached logits: no
+  teacher inference) and each of `student_runs` (name → run folder).
+
+  Each model gets its own values, chosen on its own validation predictions, so the comparison
+  between models stays fair and the test split chooses nothing. A student's choice is kept in
+  `<run>/tuned_postprocessing.json` (values, validation and test metrics).
+  """
+  classes = list(cache.info.metadata["classes"])
+  hop = feat_lib.output_frame_seconds(config.features)
+  names = [t["name"] for t in cache.info.metadata["teachers"]]
+  sigmoid = lambda b: 1.0 / (1.0 + np.exp(-b["teacher_logits"].astype(np.float32)))
+  models = {f"teacher {n}": (lambda k: lambda s: split_probs(
+      lambda b: sigmoid(b)[:, k], s, config))(k) for k, n in enumerate(names)}
+  models["ensemble"] = lambda s: split_probs(lambda b: sigmoid(b).mean(axis=1), s, config)
+  models |= {n: (lambda r: lambda s: predict_run(r, classes, s, config))(r)
+             for n, r in student_runs.items()}
+  splits = {s: cache.as_data_source(s) for s in ("validation", "test")}
+  out = {}
+  for name, predict in models.items():
+    scored = {}
+    for split, source in splits.items():
+      probs, meta = predict(source)
+      refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
+      scored[split] = (probs, meta["audio_id"], meta["duration"], refs)
+    tuned = tuning.tune(*scored["validation"], classes, hop)
+    test = tuning.score_tuned(*scored["test"], classes, hop, config.eval, tuned)
+    out[name] = dict(tuned, test={k: v for k, v in test.items() if k != "class_wise"})
+    if name in student_runs and jax.process_index() == 0:
+      with io_utils.atomic_write(epath.Path(student_runs[name]) /
+                                 "tuned_postprocessing.json") as f:
+        json.dump(out[name], f, indent=2)
+  return out
 
 
 def write_report(config, workdir: epath.Path, results, runs: dict[str, epath.Path], source,

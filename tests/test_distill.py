@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from sed_jax import config_lib
 from sed_jax import distill
 from sed_jax.data import pipeline
 from sed_jax.data.builders import teacher_cache
+from sed_jax.evaluation import evaluate as eval_lib
 from tests.data import test_teacher_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,6 +103,42 @@ def test_the_kd_student_trained_on_cached_logits_and_unlabeled_clips(experiment)
 def test_batch_with_unlabeled_keeps_the_labelled_clips_per_step(batch, labelled, unlabeled,
                                                                  devices, grown):
   assert distill.batch_with_unlabeled(batch, labelled, unlabeled, devices) == grown
+
+
+@pytest.mark.parametrize("labelled,unlabeled,ratio,repeats,batch", [
+    (1500, 1000, 0.0, 1, 27), (1500, 4000, 2 / 3, 4, 27), (2000, 1000, 0.5, 1, 24),
+    (1500, 4000, 0.0, 1, 59), (100, 10, 1.0, 1, 18)])
+def test_a_large_unlabeled_pool_keeps_the_ratio_in_a_batch(labelled, unlabeled, ratio, repeats,
+                                                           batch):
+  # The labelled split is repeated in the sampling pool, so 4000 unlabeled clips at ratio 2/3
+  # give the batch that 1000 clips gave (16 labelled + 11 unlabeled), not 16 + 43.
+  k = distill.labelled_repeats(labelled, unlabeled, ratio)
+  assert k == repeats
+  assert distill.batch_with_unlabeled(16, k * labelled, unlabeled, 1) == batch
+
+
+def test_tuned_postprocessing_is_chosen_on_validation_for_every_model(experiment):
+  config, workdir, _ = experiment
+  cache = distill.build_cache(config, distill.train_teachers(config, workdir))
+  run = workdir / "students" / "no_kd"
+  tuned = distill.tuned_metrics(config, cache, {"no_kd": run})
+  assert set(tuned) == {"teacher resnet", "teacher xception", "ensemble", "no_kd"}
+  classes = list(cache.info.metadata["classes"])
+  for name, t in tuned.items():
+    assert len(t["threshold"]) == len(t["median_window_s"]) == len(classes), name
+    assert t["test"]["event_f1_macro"] is None or 0 <= t["test"]["event_f1_macro"] <= 1
+  assert json.loads((run / "tuned_postprocessing.json").read_text()) == tuned["no_kd"]
+  # The grid holds the config's own window and threshold, so no class can do worse on
+  # validation than with them.
+  probs, meta = distill.predict_run(run, classes, cache.as_data_source("validation"), config)
+  refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
+  plain = eval_lib.score_predictions(probs, meta["audio_id"], meta["duration"], refs, classes,
+                                     0.08, ml_collections.ConfigDict(dict(
+                                         config.eval.to_dict(), psds=False)))
+  for c, f1 in zip(classes, tuned["no_kd"]["validation_event_f1"]):
+    row = plain["class_wise"][c]["event"]
+    assert (f1 is None) == (row["n_ref"] == 0), c
+    assert f1 is None or f1 >= (row["f1"] or 0.0), c
 
 
 def test_rerun_reuses_every_stage(experiment):

@@ -196,6 +196,8 @@ CONFIG_CASES = {
     "negative temperature": ({"kd.temperature": -1.0}, "kd.temperature=-1.0 must be > 0"),
     "alpha above 1": ({"kd.alpha": 1.5}, "kd.alpha=1.5 must be in [0, 1]"),
     "alpha below 0": ({"kd.alpha": -0.1}, "kd.alpha=-0.1 must be in [0, 1]"),
+    "negative unlabeled ratio": ({"kd.unlabeled_ratio": -1.0},
+                                 "kd.unlabeled_ratio=-1.0 must be >= 0"),
     "unknown teacher": ({"teachers": ("resnet", "vgg")}, "'vgg' is not one"),
     "duplicate teachers": ({"teachers": ("resnet", "resnet")}, "must be distinct"),
     "single-teacher KD from no teacher": ({"kd.strategy": "single:gated"},
