@@ -9,7 +9,8 @@ each file is streamed (decoded, resampled and turned into log-mel block by block
 overlapping windows, `--overlap_s`; see `sed_jax/inference.py`), so memory does not grow with
 the file's length apart from its frame probabilities (1.8 MB per hour for 10 classes); files of
 5 minutes or more show progress. Files that cannot be decoded are skipped with a message naming
-them. Post-processing: per-class median filter and threshold (defaults from the run's config).
+them. Post-processing: median filter and threshold per class, tuned on the validation split where the
+run has them (`--postprocessing`), else the run's config.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sed_jax import metric_writers
 from sed_jax.data import annotations
 from sed_jax.data import audio as audio_lib
 from sed_jax.evaluation import report
+from sed_jax import inference
 from sed_jax.inference import Detector
 from sed_jax.inference import model_runs
 
@@ -38,6 +40,11 @@ _SCORES = flags.DEFINE_string("scores_dir", None, "Also write per-file frame sco
                               "(<name>.tsv: onset, offset, one column per class).")
 _THRESHOLD = flags.DEFINE_float("threshold", None, "Detection threshold (default: the run's).")
 _MEDIAN = flags.DEFINE_float("median_window_s", None, "Median filter (s; default: the run's).")
+_POSTPROCESSING = flags.DEFINE_enum(
+    "postprocessing", "auto", ["auto", "config", "tuned"], "Thresholds and median windows: "
+    "'tuned' per class on the validation split (<run>/tuned_postprocessing.json), 'config' the "
+    "run's eval block, 'auto' tuned where the run has them. --threshold/--median_window_s "
+    "override either for every class.")
 _OVERLAP = flags.DEFINE_float("overlap_s", 2.0, "Overlap of consecutive windows (s).")
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Windows per model call.")
 _PLOTS = flags.DEFINE_string("plots_dir", None, "Also draw each file's event roll (frame "
@@ -68,10 +75,14 @@ def main(argv):
     name, runs = model_runs(_WORKDIR.value, _MODEL.value)
     detector = Detector(runs, _OVERLAP.value, _BATCH.value)
     files = expand(paths)
+    threshold, median, how = inference.postprocessing(runs, detector.config,
+                                                      _POSTPROCESSING.value)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"detect: {e}")
-  threshold = detector.config.eval.threshold if _THRESHOLD.value is None else _THRESHOLD.value
-  median = (detector.config.eval.median_window_s if _MEDIAN.value is None else _MEDIAN.value)
+  threshold = threshold if _THRESHOLD.value is None else _THRESHOLD.value
+  median = median if _MEDIAN.value is None else _MEDIAN.value
+  print(f"post-processing: {how}" + (" (overridden by the flags)" if _THRESHOLD.value is not None
+                                     or _MEDIAN.value is not None else ""))
   events_by_file, failed = {}, []
   for path in files:
     try:

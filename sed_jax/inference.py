@@ -53,6 +53,31 @@ def model_runs(workdir: epath.PathLike, name: str | None) -> tuple[str, list[epa
   return name, [workdir / "teachers" / name]
 
 
+TUNED_FILE = "tuned_postprocessing.json"  # Written by distill.tuned_metrics.
+
+
+def postprocessing(runs: Sequence[epath.Path], config, choice: str = "auto"
+                   ) -> tuple[list[float] | float, list[float] | float, str]:
+  """(threshold, median window in s, where they come from) for a model's detections.
+
+  `choice`: 'config' takes the run's `eval` block (one threshold and window for all classes);
+  'tuned' the per-class values chosen on the validation split (`<run>/tuned_postprocessing.json`,
+  written by the real-audio benchmark), an error if the run has none; 'auto' the tuned values
+  when a single run has them, else the config's.
+  """
+  if choice not in ("auto", "config", "tuned"):
+    raise ValueError(f"postprocessing={choice!r}: use auto, config or tuned.")
+  path = runs[0] / TUNED_FILE if len(runs) == 1 else None
+  if choice == "tuned" and (path is None or not path.exists()):
+    raise FileNotFoundError(
+        f"postprocessing=tuned: {path or 'an ensemble'} has no {TUNED_FILE} (it is written for "
+        "each student run by benchmarks/paper_table.py); use --postprocessing=config.")
+  if choice != "config" and path is not None and path.exists():
+    tuned = json.loads(path.read_text())
+    return tuned["threshold"], tuned["median_window_s"], f"tuned per class on validation ({path})"
+  return config.eval.threshold, config.eval.median_window_s, "the run's config"
+
+
 class Detector:
   """One or more trained runs (averaged) applied to whole recordings, streamed."""
 
@@ -189,7 +214,8 @@ class Detector:
       if progress is not None:
         progress.close()
 
-  def events(self, probs: np.ndarray, threshold: float, median_window_s: float):
+  def events(self, probs: np.ndarray, threshold, median_window_s):
+    """Events of one file's [T, C] probabilities; threshold and window: one or one per class."""
     return postprocess.probs_to_events(probs, self.frame_seconds, self.classes,
                                        threshold=threshold,
                                        median_window_s=median_window_s or None)

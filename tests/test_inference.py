@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tracemalloc
 
+import ml_collections
 import numpy as np
 import pytest
 import soundfile as sf
@@ -172,8 +173,26 @@ def test_detect_writes_a_strong_tsv_and_skips_bad_files(run, tmp_path):
        str(tmp_path / "audio")], capture_output=True, text=True, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "broken.flac: cannot be decoded" in proc.stderr
+  assert "post-processing: the run's config (overridden by the flags)" in proc.stdout
   events = annotations.read_strong_tsv(tmp_path / "events.tsv", CLASSES)
   assert set(events) <= {"a.wav", "b.ogg"}
   assert all(0 <= e.onset < e.offset <= 5.3 for v in events.values() for e in v)
   assert len((tmp_path / "s" / "a.tsv").read_text().splitlines()) == 1 + 66  # 5.3 s / 80 ms.
   assert len((tmp_path / "s" / "b.tsv").read_text().splitlines()) == 1 + 37
+
+
+def test_postprocessing_is_the_runs_tuned_values_where_it_has_them(tmp_path):
+  config = ml_collections.ConfigDict(dict(eval=dict(threshold=0.5, median_window_s=0.24)))
+  tuned, plain = tmp_path / "tuned", tmp_path / "plain"
+  tuned.mkdir()
+  plain.mkdir()
+  (tuned / inference.TUNED_FILE).write_text(json.dumps(
+      dict(threshold=[0.3, 0.6], median_window_s=[0.08, 0.8])))
+  assert inference.postprocessing([tuned], config)[:2] == ([0.3, 0.6], [0.08, 0.8])
+  assert inference.postprocessing([tuned], config, "config")[:2] == (0.5, 0.24)
+  assert inference.postprocessing([plain], config)[:2] == (0.5, 0.24)
+  assert inference.postprocessing([tuned, plain], config)[:2] == (0.5, 0.24)  # An ensemble.
+  with pytest.raises(FileNotFoundError, match="has no tuned_postprocessing.json"):
+    inference.postprocessing([plain], config, "tuned")
+  with pytest.raises(ValueError, match="use auto, config or tuned"):
+    inference.postprocessing([plain], config, "best")

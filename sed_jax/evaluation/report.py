@@ -75,10 +75,12 @@ def plot_training_curves(runs: Mapping[str, epath.PathLike], metric: str,
 def plot_event_roll(audio_id: str, reference: Sequence[Event] | None,
                     probs: Mapping[str, np.ndarray], classes: Sequence[str],
                     frame_seconds: float, out: epath.PathLike,
-                    threshold: float = 0.5) -> epath.Path:
+                    threshold: float | Sequence[float] = 0.5) -> epath.Path:
   """Reference events above (none for new audio: `reference=None`), then each model's frame
   probabilities [T, C] as a heat map with its thresholded detections outlined: what a person
   checks first when a number looks odd."""
+  per_class = np.ndim(threshold) == 1
+  level = np.asarray(threshold, float).reshape(-1, 1)  # [C or 1, 1], against p.T [C, T].
   n = (reference is not None) + len(probs)
   fig, axes = plt.subplots(n, 1, figsize=(11, 1.2 + 0.28 * len(classes) * n), sharex=True,
                            squeeze=False)
@@ -94,8 +96,9 @@ def plot_event_roll(audio_id: str, reference: Sequence[Event] | None,
     ax.imshow(p.T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="Blues",
               extent=(0, p.shape[0] * frame_seconds, -0.5, len(classes) - 0.5))
     ax.contour(np.arange(p.shape[0]) * frame_seconds + frame_seconds / 2, np.arange(len(classes)),
-               (p.T > threshold).astype(float), levels=[0.5], colors="tab:red", linewidths=0.8)
-    ax.set_title(f"{name}: frame probabilities (red: > {threshold})" +
+               (p.T > level).astype(float), levels=[0.5], colors="tab:red", linewidths=0.8)
+    above = "its class's threshold" if per_class else threshold
+    ax.set_title(f"{name}: frame probabilities (red: > {above})" +
                  ("" if reference is not None else f" — {audio_id}"))
   for ax in axes:
     ax.set_yticks(range(len(classes)), classes, fontsize=7)

@@ -30,6 +30,10 @@ def test_plots_are_png_files(tmp_path):
   out = report.plot_event_roll("new.wav", None, {"model": probs}, ["a", "b", "c"], 0.08,
                                tmp_path / "new.png")
   assert out.read_bytes()[:4] == b"\x89PNG"
+  # Per-class thresholds (tuned post-processing) outline each class at its own level.
+  out = report.plot_event_roll("new.wav", None, {"model": probs}, ["a", "b", "c"], 0.08,
+                               tmp_path / "per_class.png", threshold=[0.2, 0.5, 0.9])
+  assert out.read_bytes()[:4] == b"\x89PNG"
   (tmp_path / "run").mkdir()
   (tmp_path / "run" / "metrics.jsonl").write_text(
       '{"step": 1, "split": "train", "loss": 1.0}\n'
