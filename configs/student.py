@@ -82,8 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # than they taught (batch 32 x 300: no KD 0.399, KD 0.411 without them, 0.376 with them).
       use_unlabeled=True,
       # Unlabeled clips per labelled clip in a KD batch; 0 = the splits' own share. With a
-      # fixed ratio a larger unlabeled pool (urbansed_mini: 4000 soundscapes) is a larger
-      # transfer set at the same cost per step (distill.labelled_repeats).
+      # fixed ratio a larger unlabeled pool (--config.dataset.soundscapes.clips.unlabeled) is
+      # a larger transfer set at the same cost per step (distill.labelled_repeats).
       unlabeled_ratio=0.0,
       cache_batch_size=8 if arg.smoke else 32,
       rebuild_stale_cache=False,
@@ -132,9 +132,6 @@ def _real_audio_schedule(c: ml_collections.ConfigDict) -> None:
   c.teacher.optim.warmup_steps = 100
   c.update(dict(total_steps=1200, eval_every=300, checkpoint_every=100))
   c.optim.warmup_steps = 100
-  # 4000 unlabeled soundscapes (config_lib.dataset_config) at the 1000-clip pool's ratio: the
-  # KD batch stays 16 labelled + about 11 unlabeled clips.
-  c.kd.unlabeled_ratio = 2 / 3
 
 
 def _short_schedule(c: ml_collections.ConfigDict) -> None:
