@@ -97,7 +97,7 @@ def tuned_table(tuned: dict, arms: list[dict], teachers: list[str]) -> str:
   lines = ["Post-processing tuned per class on the validation split (median window "
            f"{'/'.join(f'{w:g}' for w in tuning.WINDOWS_S)} s x threshold "
            f"{'/'.join(f'{t:g}' for t in tuning.THRESHOLDS)}, each model its own, chosen by "
-           "validation event F1; PSDS does not depend on them), test split:", "",
+           "validation event F1; threshold-free PSDS is in the table above), test split:", "",
            "| model | seeds | " + " | ".join(c for _, c in TUNED_COLUMNS) + " |",
            "|---|---:|" + "---:|" * len(TUNED_COLUMNS)]
   rows = [(f"teacher {t}", [tuned[f"teacher {t}"]["test"]]) for t in teachers]
