@@ -134,8 +134,8 @@ def main(argv) -> None:
     seeds = [int(s) for s in _SEEDS.value]
     results = distill.run(config, workdir)
     out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, with_grid=False)
-    teachers = distill.train_teachers(config, workdir)  # Finished: only their run folders.
-    cache = distill.build_cache(config, teachers)
+    # The cache is built (run_ablation made sure): this only opens it.
+    cache = distill.build_cache(config, distill.train_teachers(config, workdir))
     tuned = distill.tuned_metrics(config, cache, {
         run: workdir / "students" / run for arm in out["arms"] for run in arm["runs"]})
     text = (table(results, out["arms"], config) + "\n" +

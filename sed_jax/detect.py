@@ -23,12 +23,12 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from sed_jax import inference
 from sed_jax import io_utils
 from sed_jax import metric_writers
 from sed_jax.data import annotations
 from sed_jax.data import audio as audio_lib
 from sed_jax.evaluation import report
-from sed_jax import inference
 from sed_jax.inference import Detector
 from sed_jax.inference import model_runs
 

@@ -24,6 +24,7 @@ from absl import logging
 from etils import epath
 
 from sed_jax import checkpoint as ckpt_lib
+from sed_jax import inference
 from sed_jax import io_utils
 from sed_jax import losses
 from sed_jax import metric_writers
@@ -259,6 +260,11 @@ def predict_run(run_dir: epath.PathLike, classes, source, config) -> tuple[np.nd
   return split_probs(lambda b: apply(variables, pipeline.device_batch(b)), source, config)
 
 
+def teacher_probs(batch) -> np.ndarray:
+  """Every teacher's frame probabilities [B, K, T, C] from a cache batch's logits."""
+  return 1.0 / (1.0 + np.exp(-batch["teacher_logits"].astype(np.float32)))
+
+
 def ensemble_metrics(config, test_source, classes) -> tuple[dict[str, Any], np.ndarray, dict]:
   """Test metrics of the teacher ensemble (mean of the teachers' frame probabilities), and the
   ensemble's probabilities and the split's metadata.
@@ -267,8 +273,7 @@ def ensemble_metrics(config, test_source, classes) -> tuple[dict[str, Any], np.n
   already computed there (float16, the very numbers the students learn from), so scoring the
   ensemble costs no teacher inference.
   """
-  mean_prob = lambda b: np.mean(1.0 / (1.0 + np.exp(-b["teacher_logits"].astype(np.float32))),
-                                axis=1)  # [B, K, T, C] → [B, T, C]
+  mean_prob = lambda b: teacher_probs(b).mean(axis=1)  # [B, K, T, C] → [B, T, C]
   probs, meta = split_probs(mean_prob, test_source, config)
   refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
   metrics = eval_lib.score_predictions(probs, meta["audio_id"], meta["duration"], refs, classes,
@@ -289,10 +294,9 @@ def tuned_metrics(config, cache, student_runs: dict[str, epath.Path]) -> dict[st
   classes = list(cache.info.metadata["classes"])
   hop = feat_lib.output_frame_seconds(config.features)
   names = [t["name"] for t in cache.info.metadata["teachers"]]
-  sigmoid = lambda b: 1.0 / (1.0 + np.exp(-b["teacher_logits"].astype(np.float32)))
   models = {f"teacher {n}": (lambda k: lambda s: split_probs(
-      lambda b: sigmoid(b)[:, k], s, config))(k) for k, n in enumerate(names)}
-  models["ensemble"] = lambda s: split_probs(lambda b: sigmoid(b).mean(axis=1), s, config)
+      lambda b: teacher_probs(b)[:, k], s, config))(k) for k, n in enumerate(names)}
+  models["ensemble"] = lambda s: split_probs(lambda b: teacher_probs(b).mean(axis=1), s, config)
   models |= {n: (lambda r: lambda s: predict_run(r, classes, s, config))(r)
              for n, r in student_runs.items()}
   splits = {s: cache.as_data_source(s) for s in ("validation", "test")}
@@ -307,8 +311,7 @@ def tuned_metrics(config, cache, student_runs: dict[str, epath.Path]) -> dict[st
     test = tuning.score_tuned(*scored["test"], classes, hop, config.eval, tuned)
     out[name] = dict(tuned, test={k: v for k, v in test.items() if k != "class_wise"})
     if name in student_runs and jax.process_index() == 0:
-      with io_utils.atomic_write(epath.Path(student_runs[name]) /
-                                 "tuned_postprocessing.json") as f:
+      with io_utils.atomic_write(epath.Path(student_runs[name]) / inference.TUNED_FILE) as f:
         json.dump(out[name], f, indent=2)
   return out
 

@@ -40,6 +40,11 @@ def reference_events(events: Sequence[Sequence[tuple[float, float, int]]],
           for aid, evs in zip(audio_ids, events)}
 
 
+def frame_lengths(durations: Sequence[float], frame_hop_s: float, frames: int) -> np.ndarray:
+  """Valid output frames of each clip: its duration's frames, at most the padded length."""
+  return np.minimum(np.ceil(np.asarray(durations) / frame_hop_s).astype(int), frames)
+
+
 def score_predictions(frame_probs: np.ndarray, audio_ids: Sequence[str],
                       durations: Sequence[float], references: dict[str, list[Event]],
                       classes: Sequence[str], frame_hop_s: float, cfg) -> dict:
@@ -49,8 +54,7 @@ def score_predictions(frame_probs: np.ndarray, audio_ids: Sequence[str],
   Frames past a clip's duration are ignored (`lengths`), so padded clips are scored only over
   their real audio.
   """
-  lengths = np.minimum(np.ceil(np.asarray(durations) / frame_hop_s).astype(int),
-                       frame_probs.shape[1])
+  lengths = frame_lengths(durations, frame_hop_s, frame_probs.shape[1])
   median = cfg.median_window_s or None
   estimated = postprocess.batch_probs_to_events(
       frame_probs, list(audio_ids), frame_hop_s, classes, threshold=cfg.threshold,

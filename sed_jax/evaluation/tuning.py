@@ -29,10 +29,6 @@ WINDOWS_S = (0.08, 0.24, 0.4, 0.56, 0.8, 1.2)
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def _lengths(durations: Sequence[float], frame_hop_s: float, frames: int) -> np.ndarray:
-  return np.minimum(np.ceil(np.asarray(durations) / frame_hop_s).astype(int), frames)
-
-
 def tune(probs: np.ndarray, audio_ids: Sequence[str], durations: Sequence[float],
          references: dict[str, list[Event]], classes: Sequence[str], frame_hop_s: float,
          windows_s: Sequence[float] = WINDOWS_S,
@@ -50,7 +46,7 @@ def tune(probs: np.ndarray, audio_ids: Sequence[str], durations: Sequence[float]
     {"median_window_s": [C], "threshold": [C], "validation_event_f1": [C] (None for a class
     without validation events, which keeps the grid's middle point), "validation_event_f1_macro"}.
   """
-  lengths = _lengths(durations, frame_hop_s, probs.shape[1])
+  lengths = eval_lib.frame_lengths(durations, frame_hop_s, probs.shape[1])
   dur = dict(zip(audio_ids, map(float, durations)))
   grid = [(w, t) for w in windows_s for t in thresholds]
   f1 = np.full((len(grid), len(classes)), np.nan)
