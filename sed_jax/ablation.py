@@ -14,8 +14,10 @@ an ablation resumes after a kill. Only the student's seed changes between seeds.
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
+import re
 
 import numpy as np
 from etils import epath
@@ -34,10 +36,15 @@ def best_teacher(cache) -> str:
   return max(meta, key=lambda t: float(np.mean(t["class_f1"])))["name"]
 
 
+# Free-form blocks: any key may be added under them (the model factory checks the names), so a
+# variant can change the student's architecture (`model.overrides.gru_features=64`).
+_FREE_BLOCKS = ("model.overrides",)
+
+
 def variant(config, **overrides):
   """`config` with some values replaced: a bare key names a `kd.*` field (temperature, alpha,
   ...) if there is one, else a top-level field (seed, total_steps); a dotted key is a path
-  (`augment.mixup_prob`)."""
+  (`augment.mixup_prob`), and under `model.overrides` it may name a new model attribute."""
   c = copy.deepcopy(config)
   with c.unlocked():
     for key, value in overrides.items():
@@ -47,7 +54,7 @@ def variant(config, **overrides):
         if part not in node:
           raise KeyError(f"Variant key {key!r}: the config has no field {'.'.join(path[:i + 1])}.")
         node = node[part]
-      if path[-1] not in node:
+      if path[-1] not in node and ".".join(path[:-1]) not in _FREE_BLOCKS:
         raise KeyError(f"Variant key {key!r}: the config has no field {'.'.join(path)}.")
       node[path[-1]] = value
   return c
@@ -69,6 +76,9 @@ def parse_variant(spec: str, config) -> tuple[str, str | None, dict]:
   overrides = {}
   for key, value in pairs:
     key = key.strip().removeprefix("kd.")
+    if key.rpartition(".")[0] in _FREE_BLOCKS:  # A model attribute: a Python literal.
+      overrides[key] = _literal(value.strip())
+      continue
     current = _field(config, key if "." in key or key not in config.kd else f"kd.{key}")
     try:
       overrides[key] = config_lib.parse_arg(f"v={value.strip()}", v=current).v
@@ -81,6 +91,14 @@ def parse_variant(spec: str, config) -> tuple[str, str | None, dict]:
     label += ", " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                               for k, v in overrides.items())
   return label, strategy, overrides
+
+
+def _literal(value: str):
+  """'64' → 64, '(32, 64)' → (32, 64), 'max' → 'max' (a bare word is a string)."""
+  try:
+    return ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return value
 
 
 def _field(config, key: str):
@@ -112,9 +130,16 @@ def grid(config) -> list[tuple[str, str, dict]]:
 
 
 def run_name(strategy: str | None, overrides: dict, seed: int, base_seed: int) -> str:
+  """`kd_class_weighted_alpha0.9_seed1`; a model attribute keeps its last name only and a
+  sequence its numbers (`..._gru_features64_widths32-64-96-128`), so names stay paths."""
   name = distill.student_name(strategy)
   for k, v in sorted(overrides.items()):
+    if k.rpartition(".")[0] in _FREE_BLOCKS:
+      k = k.rpartition(".")[2]
+    if isinstance(v, (list, tuple)):
+      v = "-".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
     name += f"_{k}{v:g}" if isinstance(v, float) else f"_{k}{v}"
+  name = re.sub(r"[^\w.-]+", "-", name)
   return name if seed == base_seed else f"{name}_seed{seed}"
 
 

@@ -263,8 +263,19 @@ def test_variants_parse_to_typed_overrides_and_grid_style_run_names():
   assert ablation.variant(config, **{"augment.mixup_prob": 0.5}).augment.mixup_prob == 0.5
   assert ablation.parse_variant("kd.strategy=single:resnet", config)[:3] == (
       "single:resnet", "single:resnet", {})
+  # The student's architecture: new attributes under model.overrides, values as literals.
+  label, _, over = ablation.parse_variant(
+      "nokd:model.overrides.gru_features=64;model.overrides.widths=(32, 64, 96, 128)", config)
+  assert over == {"model.overrides.gru_features": 64,
+                  "model.overrides.widths": (32, 64, 96, 128)}
+  assert ablation.run_name(None, over, 1, 0) == "no_kd_gru_features64_widths32-64-96-128_seed1"
+  c = ablation.variant(config, **over)
+  assert (c.model.overrides.gru_features, c.model.overrides.dropout) == (64, 0.0)
+  assert "gru_features" not in config.model.overrides
   with pytest.raises(KeyError, match="no field 'nope'"):
     ablation.parse_variant("augment.nope=1", config)
+  with pytest.raises(KeyError, match="no field model.nope"):
+    ablation.variant(config, **{"model.nope.x": 1})
   with pytest.raises(ValueError, match="total_steps='many' is not of type int"):
     ablation.parse_variant("total_steps=many", config)
 
