@@ -158,6 +158,13 @@ def markdown(rows: list[dict], teacher_rows: list[dict], config) -> str:
   return "\n".join(lines) + "\n"
 
 
+def run_config(config, strategy: str | None, overrides: dict, seed: int):
+  """The config of one planned run; a variant's own `seed=` wins over the plan's seed, so
+  `--variant='seed=1;...'` is a one-seed run at another seed."""
+  return variant(config, **({"seed": seed} | overrides),
+                 **({"strategy": strategy} if strategy else {}))
+
+
 def run_ablation(config, workdir: epath.Path, seeds: list[int], strategies: list[str],
                  with_grid: bool, variants: list[tuple[str, str | None, dict]] = ()) -> dict:
   """Trains (or reuses) every run of the plan; returns the arms with their runs' test metrics,
@@ -176,8 +183,8 @@ def run_ablation(config, workdir: epath.Path, seeds: list[int], strategies: list
   plan += [(label, strategy, overrides, config.seed) for label, strategy, overrides in variants]
   names = [run_name(strategy, overrides, seed, config.seed)
            for _, strategy, overrides, seed in plan]
-  jobs = [(variant(config, seed=seed, **overrides, **({"strategy": strategy} if strategy else {})),
-           workdir / "students" / name, teachers if strategy else None)
+  jobs = [(run_config(config, strategy, overrides, seed), workdir / "students" / name,
+           teachers if strategy else None)
           for (_, strategy, overrides, seed), name in zip(plan, names)]
   for i, ((label, _, _, seed), name) in enumerate(zip(plan, names)):
     print(f"[{i + 1}/{len(plan)}] {label}, seed {seed} → students/{name}", flush=True)

@@ -272,6 +272,10 @@ def test_variants_parse_to_typed_overrides_and_grid_style_run_names():
   c = ablation.variant(config, **over)
   assert (c.model.overrides.gru_features, c.model.overrides.dropout) == (64, 0.0)
   assert "gru_features" not in config.model.overrides
+  # A variant at another seed: its own seed wins over the plan's (config.seed).
+  _, strategy, over = ablation.parse_variant("seed=1;kd.alpha=0.5", config)
+  assert ablation.run_config(config, strategy, over, config.seed).seed == 1
+  assert ablation.run_config(config, None, {"total_steps": 10}, 2).seed == 2
   with pytest.raises(KeyError, match="no field 'nope'"):
     ablation.parse_variant("augment.nope=1", config)
   with pytest.raises(KeyError, match="no field model.nope"):
