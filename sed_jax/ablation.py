@@ -186,8 +186,8 @@ def run_ablation(config, workdir: epath.Path, seeds: list[int], strategies: list
   jobs = [(run_config(config, strategy, overrides, seed), workdir / "students" / name,
            teachers if strategy else None)
           for (_, strategy, overrides, seed), name in zip(plan, names)]
-  for i, ((label, _, _, seed), name) in enumerate(zip(plan, names)):
-    print(f"[{i + 1}/{len(plan)}] {label}, seed {seed} → students/{name}", flush=True)
+  for i, ((label, *_), (job_config, *_), name) in enumerate(zip(plan, jobs, names)):
+    print(f"[{i + 1}/{len(plan)}] {label}, seed {job_config.seed} → students/{name}", flush=True)
   results: dict[str, dict] = {}
   for (label, strategy, overrides, _), name, metrics in zip(
       plan, names, distill.run_students(config, jobs, names)):
