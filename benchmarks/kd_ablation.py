@@ -31,6 +31,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from sed_jax import ablation
+from sed_jax import config_checks
 from sed_jax import io_utils
 from sed_jax import metric_writers
 from sed_jax import preemption
@@ -59,7 +60,11 @@ def main(argv) -> None:
     config, workdir = _CONFIG.value, epath.Path(_WORKDIR.value)  # Local or gs://.
     seeds = [int(s) for s in _SEEDS.value]
     variants = [ablation.parse_variant(v, config) for v in _VARIANTS.value]
-    out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, _GRID.value, variants)
+    try:
+      out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, _GRID.value,
+                                  variants)
+    except config_checks.ConfigError as e:
+      sys.exit(f"kd_ablation: {e}")
     table = ablation.markdown(out["arms"], out["teachers"], config)
     path = epath.Path(_OUT.value)
     path.parent.mkdir(parents=True, exist_ok=True)

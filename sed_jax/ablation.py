@@ -22,6 +22,7 @@ import re
 import numpy as np
 from etils import epath
 
+from sed_jax import config_checks
 from sed_jax import config_lib
 from sed_jax import distill
 from sed_jax.evaluation import report
@@ -169,7 +170,11 @@ def run_ablation(config, workdir: epath.Path, seeds: list[int], strategies: list
                  with_grid: bool, variants: list[tuple[str, str | None, dict]] = ()) -> dict:
   """Trains (or reuses) every run of the plan; returns the arms with their runs' test metrics,
   the teachers' rows and the best single teacher. `variants` (`parse_variant`) are one-seed
-  runs like the grid's."""
+  runs like the grid's. The config and every variant are checked first (config_checks), so a
+  misspelt variant stops the plan before any teacher trains."""
+  config_checks.check(config)
+  for _, strategy, overrides in variants:
+    config_checks.check(run_config(config, strategy, overrides, config.seed))
   teachers = distill.train_teachers(config, workdir)
   cache = distill.build_cache(config, teachers)
   single = best_teacher(cache)

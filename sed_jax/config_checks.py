@@ -75,6 +75,10 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
   arch = c.model.arch
   if arch and arch not in crnn.ARCHS:
     yield f"{prefix}model.arch={arch!r} is not one of {sorted(crnn.ARCHS)}."
+  elif arch:
+    problem = crnn.override_problem(arch, c.model.overrides)
+    if problem:
+      yield f"{prefix}model.overrides: {problem}."
   if c.model.dtype not in ("float32", "bfloat16"):
     yield f"{prefix}model.dtype={c.model.dtype!r} must be float32 or bfloat16."
   e = c.eval
@@ -128,3 +132,9 @@ def _distill(c, device_count: int | None) -> Iterator[str]:
   if c.get("parallel_runs", 1) < 1:
     yield f"parallel_runs={c.parallel_runs!r} must be >= 1."
   yield from _training(c.teacher, "teacher.", device_count)
+  for arch in teachers:  # A teacher's model: the shared overrides, then its arch's own.
+    if arch in crnn.ARCHS:
+      overrides = {**c.teacher.model.overrides, **c.teacher.arch_overrides.get(arch, {})}
+      problem = crnn.override_problem(arch, overrides)
+      if problem:
+        yield (f"teacher.model.overrides / teacher.arch_overrides.{arch}: {problem}.")

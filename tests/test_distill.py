@@ -7,8 +7,10 @@ import sys
 import ml_collections
 import numpy as np
 import pytest
+from etils import epath
 
 from sed_jax import ablation
+from sed_jax import config_checks
 from sed_jax import config_lib
 from sed_jax import distill
 from sed_jax.data import pipeline
@@ -282,6 +284,15 @@ def test_variants_parse_to_typed_overrides_and_grid_style_run_names():
     ablation.variant(config, **{"model.nope.x": 1})
   with pytest.raises(ValueError, match="total_steps='many' is not of type int"):
     ablation.parse_variant("total_steps=many", config)
+
+
+def test_a_misspelt_variant_stops_the_ablation_before_any_teacher_trains(tmp_path):
+  config = config_lib.load_config("configs/student.py:smoke")
+  bad = ablation.parse_variant("model.overrides.gru_feature=64", config)
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"unknown model overrides \['gru_feature'\]"):
+    ablation.run_ablation(config, epath.Path(tmp_path), [], ["mean_prob"], False, [bad])
+  assert not list(tmp_path.iterdir())
 
 
 def test_a_changed_teacher_stops_distillation_with_its_name(experiment):

@@ -350,6 +350,25 @@ def _fields(cls) -> set[str]:
   return {f.name for f in dataclasses.fields(cls)} - set(_MODULE_FIELDS)
 
 
+def _override_fields(arch: str) -> tuple[set[str], set[str]]:
+  """The attribute names `make_model` can override: the CRNN's and the front-end's."""
+  crnn_fields = _fields(CRNN) - {"num_classes", "frontend", "dtype", "param_dtype"}
+  return crnn_fields, _fields(ARCHS[arch][0]) - {"dtype", "param_dtype"}
+
+
+def override_problem(arch: str, overrides) -> str | None:
+  """Why `overrides` cannot build `arch` (names it does not have, with the valid ones), or None.
+
+  Shared by `make_model` and the up-front config checks, so a misspelt override stops a job
+  before its dataset build and teacher training, with the same message.
+  """
+  unknown = set(overrides) - set().union(*_override_fields(arch))
+  if not unknown:
+    return None
+  return (f"unknown model overrides {sorted(unknown)} for arch {arch!r}; valid: "
+          f"{sorted(set().union(*_override_fields(arch)))}")
+
+
 def make_model(arch: str, num_classes: int, *, dtype: Dtype = jnp.float32,
                param_dtype: Dtype = jnp.float32, **overrides: Any) -> CRNN:
   """The CRNN named `arch` (one of ARCHS) with `num_classes` outputs.
@@ -362,13 +381,11 @@ def make_model(arch: str, num_classes: int, *, dtype: Dtype = jnp.float32,
   """
   if arch not in ARCHS:
     raise ValueError(f"unknown model arch {arch!r}; known: {', '.join(ARCHS)}")
+  problem = override_problem(arch, overrides)
+  if problem:
+    raise ValueError(problem)
   fe_cls, fe_defaults, crnn_defaults = ARCHS[arch]
-  crnn_fields = _fields(CRNN) - {"num_classes", "frontend", "dtype", "param_dtype"}
-  fe_fields = _fields(fe_cls) - {"dtype", "param_dtype"}
-  unknown = set(overrides) - crnn_fields - fe_fields
-  if unknown:
-    raise ValueError(f"unknown model overrides {sorted(unknown)} for arch {arch!r}; valid: "
-                     f"{sorted(crnn_fields | fe_fields)}")
+  crnn_fields, fe_fields = _override_fields(arch)
   overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
   dtypes = dict(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype))
   fe_kwargs = {**fe_defaults, **{k: v for k, v in overrides.items() if k in fe_fields}}

@@ -209,6 +209,11 @@ CONFIG_CASES = {
     "unknown optimiser": ({"optim.name": "sgd"}, "optim.name='sgd' is not one of"),
     "threshold outside (0, 1)": ({"eval.threshold": 1.0}, "eval.threshold=1.0"),
     "unknown dataset": ({"dataset.name": "audioset"}, "dataset.name='audioset' is not one of"),
+    "misspelt student attribute": ({"model.overrides.gru_feature": 64},
+                                   "model.overrides: unknown model overrides ['gru_feature']"),
+    "misspelt teacher attribute": ({"teacher.arch_overrides.resnet.widthz": [8]},
+                                   "teacher.arch_overrides.resnet: unknown model overrides "
+                                   "['widthz'] for arch 'resnet'"),
 }
 
 
