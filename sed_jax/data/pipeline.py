@@ -129,8 +129,9 @@ class SpecAugment(grain.transforms.RandomMap):
   """Time and frequency masking, and an optional time shift that moves the targets too.
 
   Masks replace values by the example's mean log-mel (a neutral level). Masking leaves the
-  targets unchanged (the event is still there, only partly hidden); the shift rolls features and
-  strong targets together by whole output frames, so the two stay aligned.
+  targets unchanged (the event is still there, only partly hidden); the shift rolls features,
+  strong targets and cached teacher frame logits together by whole output frames, so they stay
+  aligned.
   """
 
   def __init__(self, cfg, time_pool: int):
@@ -154,6 +155,8 @@ class SpecAugment(grain.transforms.RandomMap):
       mel = np.roll(mel, k * self.pool, axis=0)
       ex["strong"] = np.roll(ex["strong"], k, axis=0)
       ex["frame_mask"] = np.roll(ex["frame_mask"], k, axis=0)
+      if "teacher_logits" in ex:  # [K, T_out, C]: cached targets move with the clip too.
+        ex["teacher_logits"] = np.roll(ex["teacher_logits"], k, axis=1)
     ex["log_mel"] = mel
     return ex
 

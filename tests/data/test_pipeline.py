@@ -122,10 +122,18 @@ def test_time_shift_moves_features_and_targets_together(cfgs):
   ex["log_mel"][:4] = 1.0  # The event (output frame 0) is loud in input frames 0-3.
   ex["strong"][:] = 0
   ex["strong"][0, 0] = 1
+  # A teacher cache's frame logits [K, T_out, C] are targets too: the event's frame is high.
+  ex["teacher_logits"] = np.full((2, ex["strong"].shape[0], ex["strong"].shape[1]), -5,
+                                 np.float16)
+  ex["teacher_logits"][:, 0, 0] = 5
+  shifts = set()
   for seed in range(10):
     out = pipeline.SpecAugment(aug, 4).random_map(ex, np.random.default_rng(seed))
     loud = np.flatnonzero(out["log_mel"][:, 0])
     assert out["strong"][:, 0].argmax() == loud[0] // 4
+    np.testing.assert_array_equal(out["teacher_logits"][:, :, 0].argmax(axis=1), loud[0] // 4)
+    shifts.add(int(loud[0]))
+  assert len(shifts) > 1  # The clip did move.
 
 
 def test_mixup_pairs_only_examples_with_the_same_label_kinds(cfgs):
