@@ -139,7 +139,8 @@ def main(argv) -> None:
     tuned = distill.tuned_metrics(config, cache, {
         run: workdir / "students" / run for arm in out["arms"] for run in arm["runs"]})
     text = (table(results, out["arms"], config) + "\n" +
-            tuned_table(tuned, out["arms"], list(config.teachers)))
+            tuned_table(tuned, out["arms"], list(config.teachers)) + "\n" +
+            report.teacher_fit_table(results["teacher_fit"]) + "\n")
     wall = time.time() - start
     path = epath.Path(_OUT.value)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,33 @@ def test_report_has_the_table_and_its_plots(experiment):
     assert (workdir / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_teacher_fit_is_each_teachers_frame_f1_and_bce_on_the_labelled_splits(experiment):
+  config, workdir, results = experiment
+  teachers = [teacher_cache.Teacher(n, str(workdir / "teachers" / n)) for n in config.teachers]
+  cache = distill.build_cache(config, teachers)
+  fit = results["teacher_fit"]
+  assert list(fit) == ["train", "validation"]
+  for split in fit:
+    assert list(fit[split]) == list(config.teachers)
+    source = cache.as_data_source(split)
+    examples = [source[i] for i in range(len(source))]
+    labelled = [e for e in examples if e["has_strong"]]
+    assert labelled
+    z = np.stack([e["teacher_logits"] for e in labelled]).astype(np.float32)  # [N, K, T, C]
+    y = np.stack([e["strong"] for e in labelled]).astype(np.float32)[:, None]
+    bce = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    for k, name in enumerate(config.teachers):
+      np.testing.assert_allclose(fit[split][name]["frame_bce"], bce[:, k].mean(), rtol=1e-4)
+      pred, truth = z[:, k] > 0, y[:, 0] > 0.5
+      tp = (pred & truth).sum()
+      assert fit[split][name]["frame_f1"] == pytest.approx(2 * tp / (2 * tp + (pred ^ truth).sum()))
+  report = (workdir / "report.md").read_text()
+  assert "## How the teachers fit their labelled splits" in report
+  row = fit["train"]["resnet"]
+  assert f"| resnet | {row['frame_f1']:.3f} | {fit['validation']['resnet']['frame_f1']:.3f} |" \
+      in report
+
+
 def test_the_kd_student_trained_on_cached_logits_and_unlabeled_clips(experiment):
   _, workdir, _ = experiment
   rows = [json.loads(l) for l in

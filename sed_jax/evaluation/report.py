@@ -130,13 +130,34 @@ def _save(fig, out: epath.PathLike) -> epath.Path:
   return out
 
 
+def teacher_fit_table(fit: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+  """`distill.teacher_fit` as markdown: what it means, then one row per teacher with its frame
+  F1 and BCE on each labelled split."""
+  splits = list(fit)
+  teachers = list(next(iter(fit.values()))) if fit else []
+  lines = ["Frame F1 (threshold 0.5) and BCE of each teacher's cached frame outputs against the "
+           "strong labels. Far better on train than on validation means the teacher memorised "
+           "its training clips: its KD targets there are close to the labels, and distillation "
+           "teaches mostly through clips it never trained on (the unlabeled split).", "",
+           "| teacher | " + " | ".join(f"{s} frame F1" for s in splits) + " | " +
+           " | ".join(f"{s} frame BCE" for s in splits) + " |",
+           "|---|" + "---:|" * (2 * len(splits))]
+  for t in teachers:
+    lines.append(f"| {t} | " + " | ".join(_fmt(fit[s][t]["frame_f1"]) for s in splits) + " | " +
+                 " | ".join(_fmt(fit[s][t]["frame_bce"]) for s in splits) + " |")
+  return "\n".join(lines)
+
+
 def write_report(workdir: epath.PathLike, results: Mapping[str, Any], curves: epath.Path | None,
-                 rolls: Sequence[epath.Path], notes: Sequence[str] = ()) -> epath.Path:
-  """<workdir>/report.md: the table, then the plots (paths relative to the workdir)."""
+                 rolls: Sequence[epath.Path]) -> epath.Path:
+  """<workdir>/report.md: the table, how the teachers fit their labelled splits (when
+  `results` has `teacher_fit`), then the plots (paths relative to the workdir)."""
   workdir = epath.Path(workdir)
   lines = [f"# Results on {results['dataset']} ({results['split']} split)", "",
            results_table(results), ""]
-  lines += [f"- {n}" for n in notes]
+  if results.get("teacher_fit"):
+    lines += ["## How the teachers fit their labelled splits", "",
+              teacher_fit_table(results["teacher_fit"]), ""]
   if curves is not None:
     lines += ["", "## Training curves", "", f"![training curves]({curves.relative_to(workdir)})"]
   if rolls:
