@@ -32,9 +32,11 @@ from ml_collections import config_flags
 
 from sed_jax import ablation
 from sed_jax import config_checks
+from sed_jax import distill
 from sed_jax import io_utils
 from sed_jax import metric_writers
 from sed_jax import preemption
+from sed_jax.evaluation import report
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/student.py",
                                           "Student experiment config (configs/student.py).")
@@ -65,7 +67,11 @@ def main(argv) -> None:
                                   variants)
     except config_checks.ConfigError as e:
       sys.exit(f"kd_ablation: {e}")
-    table = ablation.markdown(out["arms"], out["teachers"], config)
+    # The cache is built (run_ablation made sure): this only opens it.
+    cache = distill.build_cache(config, distill.train_teachers(config, workdir))
+    out["teacher_fit"] = distill.teacher_fit(config, cache)
+    table = (ablation.markdown(out["arms"], out["teachers"], config) + "\n" +
+             report.teacher_fit_table(out["teacher_fit"]) + "\n")
     path = epath.Path(_OUT.value)
     path.parent.mkdir(parents=True, exist_ok=True)
     with io_utils.atomic_write(path.with_suffix(".md")) as f:

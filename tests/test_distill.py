@@ -102,7 +102,8 @@ def test_teacher_fit_is_each_teachers_frame_f1_and_bce_on_the_labelled_splits(ex
       np.testing.assert_allclose(fit[split][name]["frame_bce"], bce[:, k].mean(), rtol=1e-4)
       pred, truth = z[:, k] > 0, y[:, 0] > 0.5
       tp = (pred & truth).sum()
-      assert fit[split][name]["frame_f1"] == pytest.approx(2 * tp / (2 * tp + (pred ^ truth).sum()))
+      f1 = 2 * tp / (2 * tp + (pred ^ truth).sum())
+      assert fit[split][name]["frame_f1"] == pytest.approx(f1)
   report = (workdir / "report.md").read_text()
   assert "## How the teachers fit their labelled splits" in report
   row = fit["train"]["resnet"]
