@@ -132,9 +132,14 @@ def grid(config) -> list[tuple[str, str, dict]]:
 
 def run_name(strategy: str | None, overrides: dict, seed: int, base_seed: int) -> str:
   """`kd_class_weighted_alpha0.9_seed1`; a model attribute keeps its last name only and a
-  sequence its numbers (`..._gru_features64_widths32-64-96-128`), so names stay paths."""
+  sequence its numbers (`..._gru_features64_widths32-64-96-128`), so names stay paths. A
+  variant's own `seed=` is the run's seed, named like a planned seed: `--variant=seed=1` is
+  `kd_<strategy>_seed1`, and `--variant=seed=<config.seed>` finds the main job's student."""
+  seed = overrides.get("seed", seed)
   name = distill.student_name(strategy)
   for k, v in sorted(overrides.items()):
+    if k == "seed":
+      continue
     if k.rpartition(".")[0] in _FREE_BLOCKS:
       k = k.rpartition(".")[2]
     if isinstance(v, (list, tuple)):

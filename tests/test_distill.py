@@ -305,6 +305,11 @@ def test_variants_parse_to_typed_overrides_and_grid_style_run_names():
   # A variant at another seed: its own seed wins over the plan's (config.seed).
   _, strategy, over = ablation.parse_variant("seed=1;kd.alpha=0.5", config)
   assert ablation.run_config(config, strategy, over, config.seed).seed == 1
+  assert ablation.run_name(strategy, over, config.seed, config.seed) == (
+      "kd_class_weighted_alpha0.5_seed1")
+  # At the config's own seed it is the main job's student, reused rather than trained again.
+  _, strategy, over = ablation.parse_variant("nokd:seed=0", config)
+  assert ablation.run_name(strategy, over, config.seed, config.seed) == "no_kd"
   assert ablation.run_config(config, None, {"total_steps": 10}, 2).seed == 2
   with pytest.raises(KeyError, match="no field 'nope'"):
     ablation.parse_variant("augment.nope=1", config)
