@@ -145,8 +145,7 @@ def run_name(strategy: str | None, overrides: dict, seed: int, base_seed: int) -
     if isinstance(v, (list, tuple)):
       v = "-".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
     name += f"_{k}{v:g}" if isinstance(v, float) else f"_{k}{v}"
-  name = re.sub(r"[^\w.-]+", "-", name)
-  return name if seed == base_seed else f"{name}_seed{seed}"
+  return distill.seeded_name(re.sub(r"[^\w.-]+", "-", name), seed, base_seed)
 
 
 def markdown(rows: list[dict], teacher_rows: list[dict], config) -> str:

@@ -131,6 +131,9 @@ def _distill(c, device_count: int | None) -> Iterator[str]:
     yield f"kd.cache_batch_size={kd.cache_batch_size!r} must be a positive integer."
   if c.get("parallel_runs", 1) < 1:
     yield f"parallel_runs={c.parallel_runs!r} must be >= 1."
+  seeds = c.get("student_seeds", 1)
+  if not (isinstance(seeds, int) and seeds >= 1):
+    yield f"student_seeds={seeds!r} must be a positive integer (students trained per strategy)."
   yield from _training(c.teacher, "teacher.", device_count)
   for arch in teachers:  # A teacher's model: the shared overrides, then its arch's own.
     if arch in crnn.ARCHS:

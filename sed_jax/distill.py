@@ -5,8 +5,11 @@ One command, one workdir:
   <workdir>/students/no_kd/         the student trained on labels alone (the baseline);
   <workdir>/students/kd_<strategy>/ the same student, same steps and seed, distilled from the
                                     cached logits of all teachers;
-  <workdir>/results.json            every model's test metrics, parameters and FLOPs;
-  <workdir>/report.md, plots/       the same as a table, training curves, event rolls.
+  <workdir>/students/<run>_seed<s>/ both students again at each further seed of
+                                    `config.student_seeds` (config.seed + 1, + 2, ...);
+  <workdir>/results.json            every model's test metrics, parameters and FLOPs (one row
+                                    per student seed), and a `summary` over seeds;
+  <workdir>/report.md, plots/       the same as tables, training curves, event rolls.
 Every stage is skipped when its output is complete, so re-running the command resumes, and a
 finished workdir only rewrites its results.
 """
@@ -27,6 +30,7 @@ from sed_jax import checkpoint as ckpt_lib
 from sed_jax import inference
 from sed_jax import io_utils
 from sed_jax import losses
+from sed_jax import machine
 from sed_jax import metric_writers
 from sed_jax import preemption
 from sed_jax import processes
@@ -68,8 +72,9 @@ def student_config(config: ml_collections.ConfigDict, alpha: float) -> ml_collec
     c.loss.alpha = alpha
     del c.teacher
     del c.teachers
-    if "parallel_runs" in c:
-      del c.parallel_runs
+    for key in ("parallel_runs", "student_seeds"):
+      if key in c:
+        del c[key]
     del c.kd
     del c.report_clips
   return c
@@ -145,6 +150,21 @@ def student_name(strategy: str | None) -> str:
   return "no_kd" if strategy is None else "kd_" + strategy.replace(":", "_")
 
 
+def seeded_name(name: str, seed: int, base_seed: int) -> str:
+  """`name` for the config's own seed (the main job's students keep their plain names, so
+  older workdirs and tools find them), `<name>_seed<s>` for any other seed."""
+  return name if seed == base_seed else f"{name}_seed{seed}"
+
+
+def student_seeds(config) -> list[int]:
+  """The seeds every student is trained at: `config.seed` and the `student_seeds - 1` after it.
+
+  Why several by default: the KD gain is a difference of two noisy numbers, so one seed can
+  show a gain that is not there, or hide one (docs/experiments.md).
+  """
+  return [config.seed + i for i in range(config.get("student_seeds", 1))]
+
+
 def train_student(config, run_dir: epath.Path, cache=None) -> dict[str, Any]:
   """One student run: the no-KD baseline without a `cache`, else distilled from it with
   `config.kd` (strategy, α, T, unlabeled data). Returns its test metrics; a finished run is not
@@ -189,12 +209,24 @@ def batch_with_unlabeled(batch_size: int, labelled: int, unlabeled: int, devices
   return int(-(-round(grown) // devices) * devices)
 
 
-def train_students(config, workdir: epath.Path, teachers) -> dict[str, dict[str, Any]]:
-  """The no-KD baseline and the KD student (same architecture, steps and seed)."""
-  names = ["no_kd", student_name(config.kd.strategy)]
-  return dict(zip(names, run_students(
-      config, [(config, workdir / "students" / n, None if n == "no_kd" else teachers)
-               for n in names], names)))
+def train_students(config, workdir: epath.Path, teachers) -> list[dict[str, Any]]:
+  """The no-KD baseline and the KD student (same architecture and steps) at every seed of
+  `student_seeds`: one {strategy, seed, run, metrics} per run, no-KD runs first."""
+  plan = [(strategy, seed) for strategy in (None, config.kd.strategy)
+          for seed in student_seeds(config)]
+  names = [seeded_name(student_name(strategy), seed, config.seed) for strategy, seed in plan]
+  jobs = [(with_seed(config, seed), workdir / "students" / name, teachers if strategy else None)
+          for (strategy, seed), name in zip(plan, names)]
+  return [dict(strategy=strategy, seed=seed, run=name, metrics=metrics)
+          for (strategy, seed), name, metrics in zip(plan, names,
+                                                     run_students(config, jobs, names))]
+
+
+def with_seed(config, seed: int) -> ml_collections.ConfigDict:
+  """`config` with another seed (the student's initialisation, dropout and data order)."""
+  c = copy.deepcopy(config)
+  c.seed = seed
+  return c
 
 
 def run_students(config, jobs: list[tuple], names: list[str]) -> list[dict[str, Any]]:
@@ -359,12 +391,14 @@ def teacher_fit(config, cache) -> dict[str, dict[str, dict[str, float]]]:
 
 def write_report(config, workdir: epath.Path, results, runs: dict[str, epath.Path], source,
                  ensemble_probs, meta, classes) -> epath.Path:
-  """report.md with the table, training curves and event rolls of a few test clips (`source`:
-  the test split that `ensemble_probs` and `meta` follow, in its order)."""
+  """report.md with the tables, training curves and event rolls of a few test clips (`source`:
+  the test split that `ensemble_probs` and `meta` follow, in its order; the students of the
+  config's own seed are drawn, one per strategy)."""
   plots = workdir / "plots"
   curves = report.plot_training_curves(runs, config.eval.metric, plots / "training_curves.png")
-  students = {name: predict_run(run, classes, source, config)[0]
-              for name, run in runs.items() if name.startswith("student")}
+  drawn = [r["name"] for r in results["models"]
+           if r["role"] == "student" and r["seed"] == config.seed]
+  students = {name: predict_run(runs[name], classes, source, config)[0] for name in drawn}
   refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
   hop = feat_lib.output_frame_seconds(config.features)
   rolls = []
@@ -375,11 +409,66 @@ def write_report(config, workdir: epath.Path, results, runs: dict[str, epath.Pat
   return report.write_report(workdir, results, curves, rolls)
 
 
-def _row(name, role, kd, metrics, params, flops):
-  return dict(name=name, role=role, kd=kd, params=params, flops_per_clip=flops,
-              segment_f1=metrics.get("segment_f1_macro"), segment_er=metrics.get("segment_er"),
-              event_f1=metrics.get("event_f1_macro"), psds1=metrics.get("psds1"),
-              psds2=metrics.get("psds2"))
+# results.json metric → test_metrics.json key.
+ROW_METRICS = dict(segment_f1="segment_f1_macro", segment_er="segment_er",
+                   event_f1="event_f1_macro", psds1="psds1", psds2="psds2")
+
+
+def _row(name, role, kd, metrics, params, flops, seed=None):
+  return dict(name=name, role=role, kd=kd, seed=seed, params=params, flops_per_clip=flops,
+              **{k: metrics.get(v) for k, v in ROW_METRICS.items()})
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+  """mean, sample std (0 for one value) and the values themselves, of the non-None ones."""
+  values = [float(v) for v in values if v is not None]
+  if not values:
+    return dict(mean=None, std=None, n=0, values=[])
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  return dict(mean=float(np.mean(values)), std=std, n=len(values), values=values)
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+  """Mean ± sample std over seeds of every student metric, and the KD gain with its spread.
+
+  Students are grouped by (role, kd); each KD student's gain is paired by seed with the no-KD
+  student of the same seed (KD − no KD per seed, then mean ± std of those differences), which
+  is the comparison the experiment makes: same initialisation and data order, with and without
+  the teachers. `positive_seeds` counts the seeds whose event-F1 gain is above zero.
+  """
+  groups: dict[tuple[str, str], list[dict]] = {}
+  for r in rows:
+    if r["role"] == "student":
+      groups.setdefault((r["role"], r["kd"]), []).append(r)
+  students = [dict(name=g[0]["name"], role=role, kd=kd, seeds=[r["seed"] for r in g],
+                   **{m: _stats([r[m] for r in g]) for m in ROW_METRICS})
+              for (role, kd), g in groups.items()]
+  base = {r["seed"]: r for r in groups.get(("student", "none"), [])}
+  gains = []
+  for (role, kd), g in groups.items():
+    paired = [r for r in g if kd != "none" and r["seed"] in base]
+    if not paired:
+      continue
+    diff = {m: _stats([None if r[m] is None or base[r["seed"]][m] is None
+                       else r[m] - base[r["seed"]][m] for r in paired]) for m in ROW_METRICS}
+    gains.append(dict(name=g[0]["name"], kd=kd, against=base[paired[0]["seed"]]["name"],
+                      seeds=[r["seed"] for r in paired],
+                      positive_seeds=sum(v > 0 for v in diff["event_f1"]["values"]), **diff))
+  return dict(students=students, kd_gain=gains)
+
+
+def _note_other_machine(previous: epath.Path, now: dict[str, Any]) -> None:
+  """Logs where an earlier results.json of this workdir came from another kind of machine: its
+  finished runs were kept, and their figures need not be what this machine would compute."""
+  if not previous.exists():
+    return
+  before = json.loads(previous.read_text()).get("machine")
+  differ = machine.same_bits_expected(before, now) if before else []
+  if differ:
+    logging.warning("This workdir's earlier results were computed on another machine (%s "
+                    "differ: %s); runs finished there are kept as they are, so their figures may "
+                    "differ in the last digits from a fresh run here (docs/reproducibility.md).",
+                    ", ".join(differ), {k: before.get(k) for k in differ})
 
 
 def run(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> dict[str, Any]:
@@ -398,28 +487,29 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict[str, An
   for t in teachers:
     rows.append(_row(t.name, "teacher", "none", json.loads(
         (epath.Path(t.workdir) / "test_metrics.json").read_text()),
-        *run_cost(teacher_config(config, t.name), epath.Path(t.workdir))))
+        *run_cost(teacher_config(config, t.name), epath.Path(t.workdir)), seed=config.seed))
   params = sum(r["params"] for r in rows)
   flops = sum(r["flops_per_clip"] for r in rows)
   test = cache.as_data_source("test")
   ensemble, ensemble_probs, meta = ensemble_metrics(config, test, classes)
   rows.append(_row("ensemble", "ensemble", "none", ensemble, params, flops))
   student_cost = run_cost(student_config(config, 0.0), workdir / "students" / "no_kd")
-  for name, metrics in students.items():
-    kd = "none" if name == "no_kd" else f"multi:{config.kd.strategy}"
-    if config.kd.strategy.startswith("single:") and name != "no_kd":
-      kd = config.kd.strategy
-    rows.append(_row(f"student_{name}", "student", kd, metrics, *student_cost))
+  for s in students:
+    kd = ("none" if s["strategy"] is None else s["strategy"]
+          if s["strategy"].startswith("single:") else f"multi:{s['strategy']}")
+    rows.append(_row(f"student_{s['run']}", "student", kd, s["metrics"], *student_cost,
+                     seed=s["seed"]))
   fit = teacher_fit(config, cache)
   for split, teachers_fit in fit.items():
     logging.info("Teachers' frame F1 on %s (cached outputs vs labels): %s", split,
                  ", ".join(f"{n} {f['frame_f1']:.3f}" for n, f in teachers_fit.items()))
   results = {"dataset": config.dataset.name, "split": "test", "models": rows,
-             "teacher_fit": fit}
+             "summary": summarize(rows), "teacher_fit": fit, "machine": machine.fingerprint()}
+  _note_other_machine(workdir / "results.json", results["machine"])
   if jax.process_index() == 0:
     with io_utils.atomic_write(workdir / "results.json") as f:
       json.dump(results, f, indent=2)
     runs = {t.name: epath.Path(t.workdir) for t in teachers}
-    runs |= {f"student_{n}": workdir / "students" / n for n in students}
+    runs |= {f"student_{s['run']}": workdir / "students" / s["run"] for s in students}
     write_report(config, workdir, results, runs, test, ensemble_probs, meta, classes)
   return results

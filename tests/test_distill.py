@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -33,31 +34,89 @@ def tiny_student_config(data_dir):
     block.total_steps, block.log_every, block.eval_every, block.checkpoint_every = 4, 2, 4, 4
     block.batch_size = block.eval.batch_size = 4
   c.kd.cache_batch_size = 4
+  c.student_seeds = 1  # The experiment fixture below trains two; other users need one.
   return c
 
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
   config = tiny_student_config(tmp_path_factory.mktemp("tfds"))
+  config.student_seeds = 2
   workdir = tmp_path_factory.mktemp("student")
   return config, workdir, distill.run(config, workdir)
 
 
-def test_results_have_every_row(experiment):
+def test_results_have_a_row_per_model_and_student_seed(experiment):
   config, workdir, results = experiment
   assert json.loads((workdir / "results.json").read_text()) == results
   assert results["dataset"] == "synth_sed" and results["split"] == "test"
   rows = {r["name"]: r for r in results["models"]}
-  assert list(rows) == ["resnet", "xception", "ensemble", "student_no_kd",
-                        "student_kd_class_weighted"]
-  assert [rows[n]["role"] for n in rows] == ["teacher", "teacher", "ensemble", "student",
-                                             "student"]
-  assert rows["student_no_kd"]["kd"] == "none"
-  assert rows["student_kd_class_weighted"]["kd"] == "multi:class_weighted"
+  assert list(rows) == ["resnet", "xception", "ensemble", "student_no_kd", "student_no_kd_seed1",
+                        "student_kd_class_weighted", "student_kd_class_weighted_seed1"]
+  assert [rows[n]["role"] for n in rows] == ["teacher"] * 2 + ["ensemble"] + ["student"] * 4
+  assert [rows[n]["seed"] for n in rows] == [0, 0, None, 0, 1, 0, 1]
+  assert rows["student_no_kd_seed1"]["kd"] == rows["student_no_kd"]["kd"] == "none"
+  assert rows["student_kd_class_weighted_seed1"]["kd"] == "multi:class_weighted"
   for r in rows.values():
     assert r["params"] > 0 and r["flops_per_clip"] > 0
     assert 0 <= r["event_f1"] <= 1 and 0 <= r["segment_f1"] <= 1
   assert rows["ensemble"]["params"] == rows["resnet"]["params"] + rows["xception"]["params"]
+  assert results["machine"]["packages"]["jax"] == jax.__version__
+  # Each row is a trained model: its own run folder, trained at its own seed.
+  for name in ("no_kd_seed1", "kd_class_weighted_seed1"):
+    run = workdir / "students" / name
+    assert json.loads((run / "config.json").read_text())["seed"] == 1
+    assert json.loads((run / "test_metrics.json").read_text())["event_f1_macro"] == \
+        rows[f"student_{name}"]["event_f1"]
+  assert rows["student_no_kd"]["event_f1"] != rows["student_no_kd_seed1"]["event_f1"] or \
+      rows["student_no_kd"]["psds1"] != rows["student_no_kd_seed1"]["psds1"]
+
+
+def test_the_summary_is_the_mean_and_std_over_seeds_and_the_gain_paired_by_seed(experiment):
+  _, workdir, results = experiment
+  summary = results["summary"]
+  rows = {r["name"]: r for r in results["models"]}
+  assert all(not isinstance(v, dict) for r in results["models"] for v in r.values())
+  no_kd, kd = summary["students"]
+  assert (no_kd["name"], no_kd["kd"], no_kd["seeds"]) == ("student_no_kd", "none", [0, 1])
+  assert (kd["kd"], kd["seeds"]) == ("multi:class_weighted", [0, 1])
+  for metric in ("event_f1", "segment_f1", "segment_er", "psds1", "psds2"):
+    values = [rows["student_no_kd"][metric], rows["student_no_kd_seed1"][metric]]
+    if None in values:
+      continue
+    assert no_kd[metric]["values"] == values
+    assert no_kd[metric]["mean"] == pytest.approx(np.mean(values))
+    assert no_kd[metric]["std"] == pytest.approx(np.std(values, ddof=1))
+  (gain,) = summary["kd_gain"]
+  diffs = [rows["student_kd_class_weighted"]["event_f1"] - rows["student_no_kd"]["event_f1"],
+           rows["student_kd_class_weighted_seed1"]["event_f1"] -
+           rows["student_no_kd_seed1"]["event_f1"]]
+  assert gain["against"] == "student_no_kd" and gain["seeds"] == [0, 1]
+  np.testing.assert_allclose(gain["event_f1"]["values"], diffs)
+  assert gain["event_f1"]["mean"] == pytest.approx(np.mean(diffs))
+  assert gain["positive_seeds"] == sum(d > 0 for d in diffs)
+  report = (workdir / "report.md").read_text()
+  assert "## Students over seeds (mean ± sample std)" in report
+  assert f"event F1 {100 * np.mean(diffs):+.1f} ± {100 * np.std(diffs, ddof=1):.1f}" in report
+
+
+def test_summarize_pairs_seeds_and_skips_missing_metrics():
+  row = lambda name, kd, seed, f1, psds=None: dict(name=name, role="student", kd=kd, seed=seed,
+                                                   event_f1=f1, segment_f1=0.5,
+                                                   segment_er=0.4, psds1=psds, psds2=None)
+  rows = [dict(name="t", role="teacher", kd="none", seed=0, event_f1=0.9, segment_f1=0.9,
+               segment_er=0.1, psds1=None, psds2=None),
+          row("student_no_kd", "none", 0, 0.50, 0.6), row("student_no_kd_seed1", "none", 1, 0.40),
+          row("student_kd_x", "multi:x", 1, 0.46), row("student_kd_x_seed0", "multi:x", 0, 0.49),
+          row("student_kd_x_seed7", "multi:x", 7, 0.99)]  # No no-KD twin at seed 7: unpaired.
+  summary = distill.summarize(rows)
+  assert [s["seeds"] for s in summary["students"]] == [[0, 1], [1, 0, 7]]
+  assert summary["students"][0]["psds1"] == dict(mean=0.6, std=0.0, n=1, values=[0.6])
+  assert summary["students"][0]["psds2"]["n"] == 0
+  (gain,) = summary["kd_gain"]
+  assert gain["seeds"] == [1, 0] and gain["positive_seeds"] == 1
+  np.testing.assert_allclose(gain["event_f1"]["values"], [0.06, -0.01])
+  assert gain["psds1"]["values"] == []  # No KD student has a PSDS1 here.
 
 
 def test_the_ensemble_is_the_mean_of_the_teachers_probabilities(experiment):
@@ -174,7 +233,8 @@ def test_tuned_postprocessing_is_chosen_on_validation_for_every_model(experiment
 def test_rerun_reuses_every_stage(experiment):
   config, workdir, results = experiment
   kept = [*workdir.rglob("metrics.jsonl"), *workdir.rglob("cost.json")]
-  assert len(kept) == 2 * (len(config.teachers) + 2)  # Every run counted its FLOPs once.
+  # Every run (each teacher, both students at each seed) counted its FLOPs once.
+  assert len(kept) == 2 * (len(config.teachers) + 2 * config.student_seeds)
   before = {p: p.stat().st_mtime for p in kept}
   assert distill.run(config, workdir) == results
   assert {p: p.stat().st_mtime for p in kept} == before

@@ -40,14 +40,15 @@ def results_table(results: Mapping[str, Any]) -> str:
   rows = results["models"]
   teachers = [r["params"] for r in rows if r["role"] == "teacher"]
   mean_teacher = float(np.mean(teachers)) if teachers else None
-  lines = ["| model | role | KD | parameters | compression vs mean teacher | GFLOPs / 10-s clip "
-           "| segment F1 | segment ER | event F1 | PSDS1 | PSDS2 |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  lines = ["| model | role | KD | seed | parameters | compression vs mean teacher "
+           "| GFLOPs / 10-s clip | segment F1 | segment ER | event F1 | PSDS1 | PSDS2 |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     ratio = f"{mean_teacher / r['params']:.1f}x" if mean_teacher and r["role"] != "ensemble" \
         else "–"
+    seed = "–" if r.get("seed") is None else r["seed"]
     lines.append(
-        f"| {r['name']} | {r['role']} | {r['kd']} | {r['params']:,} | {ratio} | "
+        f"| {r['name']} | {r['role']} | {r['kd']} | {seed} | {r['params']:,} | {ratio} | "
         f"{r['flops_per_clip'] / 1e9:.3f} | {_fmt(r['segment_f1'])} | {_fmt(r['segment_er'])} | "
         f"{_fmt(r['event_f1'])} | {_fmt(r['psds1'])} | {_fmt(r['psds2'])} |")
   return "\n".join(lines)
@@ -130,6 +131,36 @@ def _save(fig, out: epath.PathLike) -> epath.Path:
   return out
 
 
+SUMMARY_METRICS = (("event_f1", "event F1"), ("segment_f1", "segment F1"),
+                   ("segment_er", "segment ER"), ("psds1", "PSDS1"), ("psds2", "PSDS2"))
+
+
+def _stat(s: Mapping[str, Any], scale: float = 1.0, signed: bool = False) -> str:
+  if s["mean"] is None:
+    return "–"
+  sign = "+" if signed else ""
+  return (f"{scale * s['mean']:{sign}.{1 if scale > 1 else 3}f}" +
+          (f" ± {scale * s['std']:.{1 if scale > 1 else 3}f}" if s["n"] > 1 else ""))
+
+
+def summary_table(summary: Mapping[str, Any]) -> str:
+  """`distill.summarize` as markdown: each student's mean ± sample std over its seeds, then each
+  KD student's gain over the no-KD student of the same seed, in points, with every seed's."""
+  head = " | ".join(t for _, t in SUMMARY_METRICS)
+  lines = [f"| student | KD | seeds | {head} |",
+           "|---|---|---:|" + "---:|" * len(SUMMARY_METRICS)]
+  for st in summary["students"]:
+    lines.append(f"| {st['name']} | {st['kd']} | {len(st['seeds'])} | " +
+                 " | ".join(_stat(st[m]) for m, _ in SUMMARY_METRICS) + " |")
+  for g in summary["kd_gain"]:
+    per_seed = ", ".join(f"{100 * v:+.1f}" for v in g["event_f1"]["values"])
+    lines += ["", f"**KD gain of {g['name']}** over {g['against']}, paired by seed (points): "
+              f"event F1 {_stat(g['event_f1'], 100, True)} (seeds {g['seeds']}: {per_seed}; "
+              f"{g['positive_seeds']} of {len(g['seeds'])} positive); " +
+              "; ".join(f"{t} {_stat(g[m], 100, True)}" for m, t in SUMMARY_METRICS[1:]) + "."]
+  return "\n".join(lines)
+
+
 def teacher_fit_table(fit: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
   """`distill.teacher_fit` as markdown: what it means, then one row per teacher with its frame
   F1 and BCE on each labelled split."""
@@ -155,6 +186,9 @@ def write_report(workdir: epath.PathLike, results: Mapping[str, Any], curves: ep
   workdir = epath.Path(workdir)
   lines = [f"# Results on {results['dataset']} ({results['split']} split)", "",
            results_table(results), ""]
+  if results.get("summary", {}).get("students"):
+    lines += ["## Students over seeds (mean ± sample std)", "",
+              summary_table(results["summary"]), ""]
   if results.get("teacher_fit"):
     lines += ["## How the teachers fit their labelled splits", "",
               teacher_fit_table(results["teacher_fit"]), ""]
