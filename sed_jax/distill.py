@@ -160,7 +160,8 @@ def student_seeds(config) -> list[int]:
   """The seeds every student is trained at: `config.seed` and the `student_seeds - 1` after it.
 
   Why several by default: the KD gain is a difference of two noisy numbers, so one seed can
-  show a gain that is not there, or hide one (docs/experiments.md).
+  show a gain that is not there, or hide one; and a machine of another kind moves every figure
+  by about a seed's spread (docs/reproducibility.md).
   """
   return [config.seed + i for i in range(config.get("student_seeds", 1))]
 
@@ -431,21 +432,21 @@ def _stats(values: list[float]) -> dict[str, Any]:
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
   """Mean ± sample std over seeds of every student metric, and the KD gain with its spread.
 
-  Students are grouped by (role, kd); each KD student's gain is paired by seed with the no-KD
+  Students are grouped by their `kd`; each KD student's gain is paired by seed with the no-KD
   student of the same seed (KD − no KD per seed, then mean ± std of those differences), which
   is the comparison the experiment makes: same initialisation and data order, with and without
   the teachers. `positive_seeds` counts the seeds whose event-F1 gain is above zero.
   """
-  groups: dict[tuple[str, str], list[dict]] = {}
+  groups: dict[str, list[dict]] = {}
   for r in rows:
     if r["role"] == "student":
-      groups.setdefault((r["role"], r["kd"]), []).append(r)
-  students = [dict(name=g[0]["name"], role=role, kd=kd, seeds=[r["seed"] for r in g],
+      groups.setdefault(r["kd"], []).append(r)
+  students = [dict(name=g[0]["name"], role="student", kd=kd, seeds=[r["seed"] for r in g],
                    **{m: _stats([r[m] for r in g]) for m in ROW_METRICS})
-              for (role, kd), g in groups.items()]
-  base = {r["seed"]: r for r in groups.get(("student", "none"), [])}
+              for kd, g in groups.items()]
+  base = {r["seed"]: r for r in groups.get("none", [])}
   gains = []
-  for (role, kd), g in groups.items():
+  for kd, g in groups.items():
     paired = [r for r in g if kd != "none" and r["seed"] in base]
     if not paired:
       continue

@@ -25,14 +25,16 @@ def _fmt(value, digits: int = 3) -> str:
   return "–" if value is None else f"{value:.{digits}f}"
 
 
-def mean_std(values: Sequence[float | None]) -> str:
-  """'mean ± sample std' of the values that are not None ('–' if none, the value if one)."""
+def mean_std(values: Sequence[float | None], digits: int = 3, signed: bool = False) -> str:
+  """'mean ± sample std' of the values that are not None ('–' if none, the value if one);
+  `signed` writes a + before a positive mean (gains)."""
   values = [v for v in values if v is not None]
   if not values:
     return "–"
+  mean = f"{np.mean(values):{'+' if signed else ''}.{digits}f}"
   if len(values) == 1:
-    return f"{values[0]:.3f}"
-  return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+    return mean
+  return f"{mean} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def results_table(results: Mapping[str, Any]) -> str:
@@ -135,14 +137,6 @@ SUMMARY_METRICS = (("event_f1", "event F1"), ("segment_f1", "segment F1"),
                    ("segment_er", "segment ER"), ("psds1", "PSDS1"), ("psds2", "PSDS2"))
 
 
-def _stat(s: Mapping[str, Any], scale: float = 1.0, signed: bool = False) -> str:
-  if s["mean"] is None:
-    return "–"
-  sign = "+" if signed else ""
-  return (f"{scale * s['mean']:{sign}.{1 if scale > 1 else 3}f}" +
-          (f" ± {scale * s['std']:.{1 if scale > 1 else 3}f}" if s["n"] > 1 else ""))
-
-
 def summary_table(summary: Mapping[str, Any]) -> str:
   """`distill.summarize` as markdown: each student's mean ± sample std over its seeds, then each
   KD student's gain over the no-KD student of the same seed, in points, with every seed's."""
@@ -151,13 +145,14 @@ def summary_table(summary: Mapping[str, Any]) -> str:
            "|---|---|---:|" + "---:|" * len(SUMMARY_METRICS)]
   for st in summary["students"]:
     lines.append(f"| {st['name']} | {st['kd']} | {len(st['seeds'])} | " +
-                 " | ".join(_stat(st[m]) for m, _ in SUMMARY_METRICS) + " |")
+                 " | ".join(mean_std(st[m]["values"]) for m, _ in SUMMARY_METRICS) + " |")
+  points = lambda stats: mean_std([100 * v for v in stats["values"]], digits=1, signed=True)
   for g in summary["kd_gain"]:
     per_seed = ", ".join(f"{100 * v:+.1f}" for v in g["event_f1"]["values"])
     lines += ["", f"**KD gain of {g['name']}** over {g['against']}, paired by seed (points): "
-              f"event F1 {_stat(g['event_f1'], 100, True)} (seeds {g['seeds']}: {per_seed}; "
+              f"event F1 {points(g['event_f1'])} (seeds {g['seeds']}: {per_seed}; "
               f"{g['positive_seeds']} of {len(g['seeds'])} positive); " +
-              "; ".join(f"{t} {_stat(g[m], 100, True)}" for m, t in SUMMARY_METRICS[1:]) + "."]
+              "; ".join(f"{t} {points(g[m])}" for m, t in SUMMARY_METRICS[1:]) + "."]
   return "\n".join(lines)
 
 
