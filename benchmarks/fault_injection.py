@@ -33,19 +33,25 @@ def _newer(paths, since: float) -> bool:
 
 
 def stages(data: Path, work: Path, n_teachers: int) -> dict[str, tuple[Callable, Callable]]:
-  """Per stage: (under way in a process started at `since`, finished)."""
+  """Per stage: (under way in a process started at `since`, finished).
+
+  A training stage is under way from the moment a run (re)starts, which rewrites its
+  config.json before it reads data, compiles or restores: so a kill can land anywhere in the
+  run, and the stage lasts long enough for several kills even when a tiny run takes seconds.
+  (Its first metrics.jsonl line comes late in such a run, after which too little was left.)
+  """
   built = lambda name: any(data.glob(f"{name}/*/[0-9]*.[0-9]*.[0-9]*/dataset_info.json"))
   return {
       "dataset build": (lambda since: _newer(data.glob("*/*/incomplete.*"), since),
                         lambda: any(built(d.name) for d in data.glob("*")
                                     if d.name != "teacher_cache")),
       "teacher training": (
-          lambda since: _newer(work.glob("teachers/*/metrics.jsonl"), since),
+          lambda since: _newer(work.glob("teachers/*/config.json"), since),
           lambda: len(list(work.glob("teachers/*/test_metrics.json"))) == n_teachers),
       "teacher-cache build": (
           lambda since: _newer(data.glob("teacher_cache/*/incomplete.*"), since),
           lambda: built("teacher_cache")),
-      "student training": (lambda since: _newer(work.glob("students/*/metrics.jsonl"), since),
+      "student training": (lambda since: _newer(work.glob("students/*/config.json"), since),
                            lambda: len(list(work.glob("students/*/test_metrics.json"))) == 2),
       "report": (lambda since: _newer([work / "results.json"], since),
                  lambda: (work / "report.md").exists()),
