@@ -95,6 +95,9 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
     yield f"dataset.name={d.name!r} is not one of {sorted(builders.DATASETS)}."
   if not d.clip_seconds > 0:
     yield f"dataset.clip_seconds={d.clip_seconds!r} must be > 0."
+  if not 0 <= d.get("strong_fraction", 1.0) <= 1:
+    yield (f"dataset.strong_fraction={d.strong_fraction!r} must be in [0, 1] (the share of "
+           "training clips that keep frame labels; 0 = weak labels only).")
   if d.on_error not in ("raise", "skip"):
     yield f"dataset.on_error={d.on_error!r} must be 'raise' or 'skip'."
 

@@ -99,6 +99,10 @@ def dataset_config(name: str = "synth_sed", smoke: bool = False) -> ml_collectio
       on_error="raise",     # raise | skip: what a bad file does to a build.
       num_workers=0,        # Feature-extraction processes; 0 = one per core.
       clip_seconds=seconds,  # Clips are cropped / padded to this length for batching.
+      # Share of the strongly labelled training clips that keep their frame labels; the others
+      # train on clip (weak) labels only. 0 = weak-label training, as in DCASE 2018 task 4.
+      # Validation and test keep every label. Clips chosen by pipeline.keeps_strong.
+      strong_fraction=1.0,
       synth=dict(seed=0, clip_seconds=seconds, **sizes),
       # `soundscapes` / `urbansed_mini`: clips mixed from Scaper-style folders under `root`
       # (default ../shared/data for urbansed_mini) onto the recordings in `backgrounds`.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+import zlib
 
 import grain
 import jax
@@ -86,43 +87,62 @@ def clip_frames(data_cfg, feature_cfg) -> int:
   return n - n % feature_cfg.time_pool
 
 
+def keeps_strong(audio_id: str, strong_fraction: float) -> bool:
+  """Whether a strongly labelled training clip keeps its frame labels under `strong_fraction`.
+
+  A hash of the clip's id, not a random draw: the same clips are strong in every run, process,
+  epoch and model (teachers and students see the same label budget), and a larger fraction
+  keeps a superset of a smaller one's clips.
+  """
+  return zlib.crc32(audio_id.encode()) < strong_fraction * 2**32
+
+
 class FixLength(grain.transforms.Map):
   """Crops or pads a decoded example to `frames` input frames; targets become float32.
 
   Padding uses the log floor (digital silence) and is marked False in `frame_mask`, so losses and
-  metrics can ignore it.
+  metrics can ignore it. With `strong_fraction` < 1 (training only), the strongly labelled clips
+  outside that share (`keeps_strong`) keep only their clip-level (weak) labels.
   """
 
   def __init__(self, frames: int, time_pool: int, log_floor: float, keep_meta: bool = False,
-               keep_id: bool = False):
+               keep_id: bool = False, strong_fraction: float = 1.0):
     self.frames, self.pool, self.pad_value = frames, time_pool, float(np.log(log_floor))
     self.keep_meta, self.keep_id = keep_meta, keep_id or keep_meta
+    self.strong_fraction = strong_fraction
 
   def map(self, ex: dict[str, Any]) -> dict[str, Any]:
     t_out = self.frames // self.pool
     mel = ex["log_mel"][:self.frames]
     strong = ex["strong"][:t_out].astype(np.float32)
     valid = strong.shape[0]
+    has_strong = bool(ex["has_strong"])
+    if has_strong and self.strong_fraction < 1 and not keeps_strong(
+        _text(ex["audio_id"]), self.strong_fraction):
+      strong, has_strong = np.zeros_like(strong), False
     out = dict(
         log_mel=np.pad(mel, ((0, self.frames - mel.shape[0]), (0, 0)),
                        constant_values=self.pad_value),
         strong=np.pad(strong, ((0, t_out - valid), (0, 0))),
         weak=ex["weak"].astype(np.float32),
-        has_strong=np.bool_(ex["has_strong"]), has_weak=np.bool_(ex["has_weak"]),
+        has_strong=np.bool_(has_strong), has_weak=np.bool_(ex["has_weak"]),
         frame_mask=np.arange(t_out) < valid)
     if "teacher_logits" in ex:  # A teacher cache: [K, T_out, C] f16, cropped/padded alike.
       logits = ex["teacher_logits"][:, :t_out]
       out["teacher_logits"] = np.pad(logits, ((0, 0), (0, t_out - logits.shape[1]), (0, 0)))
       out["teacher_clip_logits"] = ex["teacher_clip_logits"]
     if self.keep_id:
-      audio_id = ex["audio_id"]
-      out["audio_id"] = audio_id.decode() if isinstance(audio_id, bytes) else str(audio_id)
+      out["audio_id"] = _text(ex["audio_id"])
     if self.keep_meta:
       out["duration"] = float(ex["duration"])
       out["events"] = list(zip(np.asarray(ex["event_onsets"]).tolist(),
                                np.asarray(ex["event_offsets"]).tolist(),
                                np.asarray(ex["event_labels"]).tolist()))
     return out
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class SpecAugment(grain.transforms.RandomMap):
@@ -222,6 +242,9 @@ def train_loader(source, *, batch_size: int, seed: int, data_cfg, feature_cfg,
                  shard_count: int | None = None) -> grain.DataLoader:
   """An endless, shuffled, augmented loader of this process's shard.
 
+  `data_cfg.strong_fraction` sets the label budget of training: that share of the strongly
+  labelled clips keeps frame labels, the rest only clip labels (evaluation always sees all).
+
   `batch_size` is per process. The shard defaults to this JAX process's; the shuffle is seeded
   and repeats with a new order each epoch. `iter(loader)` gives an iterator whose
   `get_state()`/`set_state()` make resumption exact.
@@ -236,7 +259,8 @@ def train_loader(source, *, batch_size: int, seed: int, data_cfg, feature_cfg,
   sampler = grain.samplers.IndexSampler(
       num_records=len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=seed)
   ops: list[Any] = [FixLength(clip_frames(data_cfg, feature_cfg), feature_cfg.time_pool,
-                              feature_cfg.log_floor, keep_id=True)]
+                              feature_cfg.log_floor, keep_id=True,
+                              strong_fraction=data_cfg.get("strong_fraction", 1.0))]
   if augment is not None and (augment.time_masks or augment.freq_masks or augment.shift_frames):
     ops.append(SpecAugment(augment, feature_cfg.time_pool))
   ops.append(grain.transforms.Batch(batch_size, drop_remainder=True))

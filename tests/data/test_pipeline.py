@@ -102,6 +102,26 @@ def test_short_clips_are_padded_and_masked_long_ones_cropped(cfgs):
   assert long["log_mel"].shape == (T, F) and long["frame_mask"].all()
 
 
+def test_strong_fraction_leaves_the_other_clips_only_their_weak_labels(cfgs):
+  data, feat = cfgs
+  ids_ = [f"clip{i}.wav" for i in range(400)]
+  kept = {f: [i for i in ids_ if pipeline.keeps_strong(i, f)] for f in (0.0, 0.3, 0.6, 1.0)}
+  assert kept[0.0] == [] and kept[1.0] == ids_
+  assert 0.2 < len(kept[0.3]) / 400 < 0.4 and set(kept[0.3]) <= set(kept[0.6])  # Nested.
+  fix = pipeline.FixLength(T, 4, feat.log_floor, strong_fraction=0.5)
+  for i in range(30):
+    out, full = fix.map(example(i)), pipeline.FixLength(T, 4, feat.log_floor).map(example(i))
+    strong = pipeline.keeps_strong(f"clip{i}.wav", 0.5)
+    assert bool(out["has_strong"]) == strong and out["has_weak"]
+    np.testing.assert_array_equal(out["strong"], full["strong"] if strong else 0)
+    np.testing.assert_array_equal(out["weak"], full["weak"])  # The clip labels stay.
+  data = data.copy_and_resolve_references()
+  data.strong_fraction = 0.0
+  batch = next(iter(pipeline.train_loader(SOURCE, batch_size=4, seed=0, data_cfg=data,
+                                          feature_cfg=feat)))
+  assert not batch["has_strong"].any() and batch["has_weak"].all() and batch["weak"].any()
+
+
 def test_specaugment_masks_features_but_not_targets(cfgs):
   data, feat = cfgs
   aug = pipeline.augment_config()

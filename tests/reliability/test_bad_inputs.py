@@ -208,6 +208,8 @@ CONFIG_CASES = {
     "teacher LR of 0": ({"teacher.optim.lr": 0.0}, "teacher.optim.lr=0.0 must be > 0"),
     "unknown optimiser": ({"optim.name": "sgd"}, "optim.name='sgd' is not one of"),
     "threshold outside (0, 1)": ({"eval.threshold": 1.0}, "eval.threshold=1.0"),
+    "strong fraction above 1": ({"dataset.strong_fraction": 1.5},
+                                "dataset.strong_fraction=1.5 must be in [0, 1]"),
     "unknown dataset": ({"dataset.name": "audioset"}, "dataset.name='audioset' is not one of"),
     "misspelt student attribute": ({"model.overrides.gru_feature": 64},
                                    "model.overrides: unknown model overrides ['gru_feature']"),
