@@ -244,6 +244,7 @@ def test_every_problem_is_listed_at_once():
 
 def test_shipped_configs_pass():
   for spec in ("configs/student.py", "configs/student.py:smoke", "configs/student.py:scale=full",
+               "configs/student.py:labels=strong",
                "configs/teacher.py:arch=resnet", "configs/teacher.py:arch=gated,smoke"):
     config_checks.check(config_lib.load_config(str(ROOT / spec)), device_count=8)
 
