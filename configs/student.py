@@ -81,11 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       weights=[],                  # Per-teacher scalars for strategy=weighted.
       # Distil on the unlabeled split too (KD term only). Its clips are added to each batch,
       # which grows by their share (distill.batch_with_unlabeled: 16 → 24 on synth_sed) so that
-      # a step sees as many labelled clips as the no-KD student's. Measured on synth_sed (test
-      # event-F1, seed 0, batch 16 x 600): no KD 0.504; KD on labelled clips only 0.529; KD
-      # with the unlabeled clips 0.551 (no KD given 24 *labelled* clips a step instead: 0.554).
-      # Mixed into the same batch, unlabeled clips took slots from labelled ones and cost more
-      # than they taught (batch 32 x 300: no KD 0.399, KD 0.411 without them, 0.376 with them).
+      # a step sees as many labelled clips as the no-KD student's; mixed into the same batch
+      # they took labelled slots and cost more than they taught (experiments/README.md).
       use_unlabeled=True,
       # Unlabeled clips per labelled clip in a KD batch; 0 = the splits' own share. With a
       # fixed ratio a larger unlabeled pool (--config.dataset.soundscapes.clips.unlabeled) is
@@ -144,12 +141,10 @@ def _weak_label_setting(c: ml_collections.ConfigDict) -> None:
 def _real_audio_schedule(c: ml_collections.ConfigDict) -> None:
   """Longer CPU schedules for soundscapes of real recordings (`dataset=urbansed_mini`).
 
-  Why: the synth_sed schedule (teachers 480 steps at batch 8, 2.6 passes over 1500 clips) left
-  every model at the start of learning real, overlapping, noisy events: test event-F1 0.03-0.09
-  for the teachers, below the no-KD student's 0.095, so there was nothing to distil. Teachers
-  now see 12.8 passes (1200 steps at batch 16) and the students 12.8 passes too; the best
-  validation checkpoint guards against over-fitting. Measured (seed 0, test event-F1): teachers
-  0.126-0.160, ensemble 0.179, student without KD 0.106, with class_weighted KD 0.135.
+  Why: the synth_sed schedule left every model at the start of learning real, overlapping,
+  noisy events, the teachers below the no-KD student, so there was nothing to distil. Teachers
+  and students now see 12.8 passes (1200 steps at batch 16); the best validation checkpoint
+  guards against over-fitting (experiments/README.md, "CPU schedules").
   """
   c.teacher.update(dict(batch_size=16, total_steps=1200, eval_every=300, checkpoint_every=100,
                         log_every=50))
@@ -161,10 +156,9 @@ def _real_audio_schedule(c: ml_collections.ConfigDict) -> None:
 def _short_schedule(c: ml_collections.ConfigDict) -> None:
   """No SpecAugment and no dropout, for the few-epoch CPU schedules (`scale=cpu`, smoke).
 
-  Why: with 2-3 passes over the data nothing overfits yet, and regularisers only slow fitting.
-  Measured on the densenet teacher (320 steps at batch 16, test split): SpecAugment + dropout
-  gave event-F1 0.296, without them 0.440 (0.500 with lr 5e-3 instead of 2e-3); the no-KD
-  student went from 0.150 to 0.218. Accelerator-length schedules (`scale=full`) keep them.
+  Why: with 2-3 passes over the data nothing overfits yet, and regularisers only slowed fitting
+  (experiments/README.md, "CPU schedules"). Accelerator-length schedules (`scale=full`) keep
+  them.
   """
   c.augment.update(dict(time_masks=0, freq_masks=0))
   c.model.overrides.update(dict(dropout=0.0, conv_dropout=0.0))
