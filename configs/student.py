@@ -6,7 +6,8 @@ r"""The paper's experiment: distil four CRNN teachers into a 1/60-size CRNN stud
 
 Arguments: dataset=<name>, smoke, scale=cpu|full, labels=weak|strong (synth_sed on CPU: weak,
 the default, trains every model on clip labels only; strong, on frame labels). Students use this
-config's batch_size/total_steps/optim; teachers use `config.teacher` (shared by all teachers: --config.teacher.total_steps=...).
+config's batch_size/total_steps/optim; teachers use `config.teacher` (shared by all teachers:
+--config.teacher.total_steps=...).
 """
 
 from __future__ import annotations
@@ -134,8 +135,7 @@ def _weak_label_setting(c: ml_collections.ConfigDict) -> None:
   """
   c.dataset.strong_fraction = 0.0
   c.update(dict(total_steps=300, eval_every=300, checkpoint_every=100))
-  if "teacher" in c:
-    c.teacher.update(dict(total_steps=400, eval_every=400, checkpoint_every=200))
+  c.teacher.update(dict(total_steps=400, eval_every=400, checkpoint_every=200))
 
 
 def _real_audio_schedule(c: ml_collections.ConfigDict) -> None:

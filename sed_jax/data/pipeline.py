@@ -118,7 +118,7 @@ class FixLength(grain.transforms.Map):
     valid = strong.shape[0]
     has_strong = bool(ex["has_strong"])
     if has_strong and self.strong_fraction < 1 and not keeps_strong(
-        _text(ex["audio_id"]), self.strong_fraction):
+        text(ex["audio_id"]), self.strong_fraction):
       strong, has_strong = np.zeros_like(strong), False
     out = dict(
         log_mel=np.pad(mel, ((0, self.frames - mel.shape[0]), (0, 0)),
@@ -132,7 +132,7 @@ class FixLength(grain.transforms.Map):
       out["teacher_logits"] = np.pad(logits, ((0, 0), (0, t_out - logits.shape[1]), (0, 0)))
       out["teacher_clip_logits"] = ex["teacher_clip_logits"]
     if self.keep_id:
-      out["audio_id"] = _text(ex["audio_id"])
+      out["audio_id"] = text(ex["audio_id"])
     if self.keep_meta:
       out["duration"] = float(ex["duration"])
       out["events"] = list(zip(np.asarray(ex["event_onsets"]).tolist(),
@@ -141,7 +141,8 @@ class FixLength(grain.transforms.Map):
     return out
 
 
-def _text(value) -> str:
+def text(value) -> str:
+  """A TFDS string feature (bytes from array_record, str elsewhere) as str."""
   return value.decode() if isinstance(value, bytes) else str(value)
 
 

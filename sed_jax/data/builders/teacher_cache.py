@@ -128,8 +128,7 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
       for j, (i, ex) in enumerate(zip(idx, examples)):
         t_out = ex["strong"].shape[0]
         ex = {k: v for k, v in ex.items()}
-        ex["audio_id"] = ex["audio_id"].decode() if isinstance(ex["audio_id"], bytes) else \
-            ex["audio_id"]
+        ex["audio_id"] = pipeline.text(ex["audio_id"])
         ex["teacher_logits"] = _f16(frame[j, :, :t_out])
         ex["teacher_clip_logits"] = _f16(clip[j])
         if val is not None:
@@ -186,8 +185,7 @@ def _check_finite(frame, clip, teachers, audio_ids, split: str) -> None:
     bad = ~(np.isfinite(frame[:, k]).reshape(len(frame), -1).all(1) &
             np.isfinite(clip[:, k]).all(1))
     if bad.any():
-      aid = audio_ids[int(np.argmax(bad))]
-      aid = aid.decode() if isinstance(aid, bytes) else aid
+      aid = pipeline.text(audio_ids[int(np.argmax(bad))])
       raise base.BuildError(
           f"Teacher {t['name']!r} ({t['workdir']}, step {t['step']}) outputs NaN/inf logits on "
           f"{int(bad.sum())} {split} clip(s), the first {aid!r}: its checkpoint is broken. "
