@@ -4,8 +4,9 @@ r"""The paper's experiment: distil four CRNN teachers into a 1/60-size CRNN stud
   python -m sed_jax.main --config=configs/student.py:smoke            # the whole job, tiny
   python -m sed_jax.main --config=configs/student.py --config.kd.strategy=single:resnet
 
-Arguments: dataset=<name>, smoke, scale=cpu|full, labels=weak|strong (synth_sed on CPU: weak,
-the default, trains every model on clip labels only; strong, on frame labels). Students use this
+Arguments: dataset=<name>, smoke, scale=cpu|full, labels=weak|strong (synth_sed and
+urbansed_mini on CPU: weak, the default, trains every model on clip labels only; strong, on
+frame labels). Students use this
 config's batch_size/total_steps/optim; teachers use `config.teacher` (shared by all teachers:
 --config.teacher.total_steps=...).
 """
@@ -17,6 +18,9 @@ import ml_collections
 from sed_jax import config_lib
 
 TEACHERS = ("resnet", "densenet", "inception", "xception")
+# The mixed datasets whose training clips all carry frame labels: `labels=weak` (the CPU
+# default) trains on their clip labels only. Datasets with weak labels of their own keep them.
+WEAK_LABEL_DATASETS = ("synth_sed", "urbansed_mini")
 
 
 # Teachers sized for the default run on a 2-core CPU (`scale=cpu`): they keep their parameters
@@ -115,6 +119,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                           log_every=80))
     c.teacher.optim.update(dict(lr=5e-3, warmup_steps=60))
     _short_schedule(c.teacher)
+    if arg.labels == "weak" and arg.dataset in WEAK_LABEL_DATASETS:
+      c.dataset.strong_fraction = 0.0
     if arg.dataset == "synth_sed" and arg.labels == "weak":
       _weak_label_setting(c)
     if arg.dataset == "urbansed_mini":
@@ -123,9 +129,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _weak_label_setting(c: ml_collections.ConfigDict) -> None:
-  """The CPU default on synth_sed: weak (clip) labels for training, and shorter schedules.
+  """The CPU default on synth_sed: shorter schedules for weak-label (clip-label) training.
 
-  Why weak labels: with frame labels on every training clip the 32 k student learns nearly all
+  Why weak labels (`WEAK_LABEL_DATASETS`): with frame labels on every training clip the 32 k student learns nearly all
   that the 1.8 M teachers know, and the KD gain was within what the machine's XLA:CPU bits
   move (experiments/weak_labels/). Trained on clip labels only, as in DCASE 2018 task 4 (weak
   labels plus unlabeled in-domain clips), a model has to find *when* events happen by itself;
@@ -133,7 +139,6 @@ def _weak_label_setting(c: ml_collections.ConfigDict) -> None:
   Validation and test keep their frame labels (checkpoint choice, thresholds, metrics).
   Why shorter: three student seeds and four teachers in about 20 minutes on 2 cores.
   """
-  c.dataset.strong_fraction = 0.0
   c.update(dict(total_steps=300, eval_every=300, checkpoint_every=100))
   c.teacher.update(dict(total_steps=400, eval_every=400, checkpoint_every=200))
 
