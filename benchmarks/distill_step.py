@@ -27,9 +27,9 @@ from absl import app
 from absl import flags
 
 from sed_jax import config_lib
-from sed_jax import losses
 from sed_jax import train
-from sed_jax import distill
+from sed_jax.kd import experiment
+from sed_jax.kd import losses as kd_losses
 
 _CONFIG = flags.DEFINE_string("config", "configs/student.py:scale=full",
                               "Student experiment config (its student, teachers and KD loss).")
@@ -50,17 +50,17 @@ def main(argv):
                weak=strong.max(1), has_strong=np.ones(b, bool), has_weak=np.ones(b, bool),
                frame_mask=np.ones((b, T // 4), bool))
   cfg = config_lib.load_config(_CONFIG.value)
-  cfg.loss.alpha = cfg.kd.alpha
   names = list(cfg.teachers)
   student = train.model_from_config(cfg, C)
   tx, _ = train.make_optimizer(cfg.optim, 1000)
   state = train.init_state(student, tx, jax.random.key(0), (1, T, F))
-  weights, mode = losses.teacher_weights("mean_prob", names, C)
+  cfg.kd.strategy = "mean_prob"
+  kd = kd_losses.distillation(cfg.kd, names, C)
   step = jax.jit(functools.partial(train.train_step, model=student, tx=tx, loss_cfg=cfg.loss,
-                                   kd_weights=weights, kd_mode=mode), donate_argnums=(0,))
+                                   kd=kd), donate_argnums=(0,))
   teachers = []
   for arch in names:
-    model = train.model_from_config(distill.teacher_config(cfg, arch), C)
+    model = train.model_from_config(experiment.teacher_config(cfg, arch), C)
     variables = model.init(jax.random.key(1), jnp.zeros((1, T, F)), train=False)
     teachers.append((model, variables))
 

@@ -34,7 +34,7 @@ from absl import app  # pylint: disable=wrong-import-position
 from absl import flags  # pylint: disable=wrong-import-position
 
 from sed_jax import config_lib  # pylint: disable=wrong-import-position
-from sed_jax import distill  # pylint: disable=wrong-import-position
+from sed_jax.kd import experiment  # pylint: disable=wrong-import-position
 from sed_jax import train  # pylint: disable=wrong-import-position
 
 _CONFIG = flags.DEFINE_string("config", "configs/student.py:scale=full",
@@ -58,7 +58,7 @@ def main(argv):
   x = np.random.default_rng(0).standard_normal((_BATCH.value, T, F)).astype(np.float32)
   cfg = config_lib.load_config(_CONFIG.value)
   student = forward(cfg)
-  teachers = [forward(distill.teacher_config(cfg, a)) for a in cfg.teachers]
+  teachers = [forward(experiment.teacher_config(cfg, a)) for a in cfg.teachers]
   sides = {
       "student": lambda: jax.block_until_ready(student(x)),
       "ensemble": lambda: jax.block_until_ready([t(x) for t in teachers]),

@@ -2,7 +2,7 @@ r"""Wall time of the teacher phase: teachers one after the other vs `parallel_ru
 
   python benchmarks/parallel_runs.py [--teachers=resnet,xception] [--steps=80] [--workers=2]
 
-Both sides run `distill.train_teachers` on the default config's CPU teachers (configs/student.py,
+Both sides run `experiment.train_teachers` on the default config's CPU teachers (configs/student.py,
 `scale=cpu`), with `--steps` training steps each at the config's batch size, one validation pass
 and the test pass, on a small synth_sed (train 256 clips, validation and test 32) built before
 timing. Every teacher run starts from nothing (a fresh workdir per side), compilation included,
@@ -26,7 +26,7 @@ from absl import flags
 from absl import logging
 
 from sed_jax import config_lib
-from sed_jax import distill
+from sed_jax.kd import experiment
 from sed_jax.data import builders
 
 _TEACHERS = flags.DEFINE_list("teachers", ["resnet", "xception"], "Teachers trained per side.")
@@ -52,7 +52,7 @@ def main(argv):
   for workers in (1, _WORKERS.value):
     config.parallel_runs = workers
     t0 = time.perf_counter()
-    distill.train_teachers(config, root / f"workers_{workers}")
+    experiment.train_teachers(config, root / f"workers_{workers}")
     seconds[workers] = time.perf_counter() - t0
     print(f"parallel_runs={workers}: {len(config.teachers)} teachers x {_STEPS.value} steps "
           f"in {seconds[workers]:.1f} s", flush=True)

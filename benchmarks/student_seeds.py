@@ -30,8 +30,8 @@ from absl import app
 from absl import flags
 
 from sed_jax import config_lib
-from sed_jax import distill
-from sed_jax import losses
+from sed_jax.kd import experiment
+from sed_jax.kd import losses as kd_losses
 from sed_jax import machine
 from sed_jax import train
 
@@ -66,13 +66,13 @@ def main(argv):
   del argv
   cfg = config_lib.load_config(_CONFIG.value)
   s = _SEEDS.value
-  b = distill.batch_with_unlabeled(cfg.batch_size, 2, 1, 1)  # 16 labelled → 24 with unlabeled.
+  b = experiment.batch_with_unlabeled(cfg.batch_size, 2, 1, 1)  # 16 labelled → 24 with unlabeled.
   student = train.model_from_config(cfg, C)
   tx, _ = train.make_optimizer(cfg.optim, cfg.total_steps)
-  cfg.loss.alpha = cfg.kd.alpha
-  weights, mode = losses.teacher_weights("mean_prob", [str(k) for k in range(K)], C)
+  cfg.kd.strategy = "mean_prob"
+  kd = kd_losses.distillation(cfg.kd, [str(k) for k in range(K)], C)
   step = functools.partial(train.train_step, model=student, tx=tx, loss_cfg=cfg.loss,
-                           kd_weights=weights, kd_mode=mode)
+                           kd=kd)
   init = functools.partial(train.init_state, student, tx, input_shape=(1, T, F))
   rng = np.random.default_rng(0)
   single = [_batch(rng, b) for _ in range(s)]

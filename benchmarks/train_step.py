@@ -45,7 +45,7 @@ from sed_jax import config_lib
 from sed_jax import losses
 from sed_jax import train
 from sed_jax.models import crnn
-from sed_jax.models import summary
+from sed_jax.models import cost
 
 sys.path.insert(0, str(Path(__file__).parent))
 import torch_crnn  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -86,7 +86,7 @@ class JaxSide:
     self.tx, _ = train.make_optimizer(config_lib.optimizer_config(), TOTAL_STEPS)
     self.state = jax.jit(functools.partial(train.init_state, self.model, self.tx,
                                            input_shape=(1, FRAMES, MELS)))(jax.random.key(0))
-    self.params = summary.count_params(self.state.params)
+    self.params = cost.count_params(self.state.params)
     self.step_fn = jax.jit(functools.partial(train.train_step, model=self.model, tx=self.tx,
                                              loss_cfg=losses.loss_config()),
                            donate_argnums=(0,))

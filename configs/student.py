@@ -17,7 +17,6 @@ import ml_collections
 
 from sed_jax import config_lib
 
-TEACHERS = ("resnet", "densenet", "inception", "xception")
 # The mixed datasets whose training clips all carry frame labels: `labels=weak` (the CPU
 # default) trains on their clip labels only. Datasets with weak labels of their own keep them.
 WEAK_LABEL_DATASETS = ("synth_sed", "urbansed_mini")
@@ -74,29 +73,35 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # report.md give every seed and the mean ± std, and the KD gain paired by seed. Two in the
   # smoke variant: the per-seed machinery at the least cost.
   c.student_seeds = 2 if arg.smoke else 3
-  c.teachers = TEACHERS  # A tuple, so --config.teachers="('resnet', 'gated')" overrides it.
+  # The teacher set, any of models/crnn.py's TEACHER_ARCHS. A tuple, so
+  # --config.teachers="('resnet', 'gated')" overrides it.
+  c.teachers = ("resnet", "densenet", "inception", "xception")
   # Teacher (and student) runs trained at once, each in its own process (sed_jax/processes.py):
   # on a CPU host two at a time finish sooner; accelerator hosts (scale=full) train one at a
   # time on every device.
   c.parallel_runs = 1 if arg.scale == "full" and not arg.smoke else 2
+  # Distillation, every knob of it (sed_jax/kd/):
+  # L = (1 − α)·(strong BCE + loss.weak_weight·weak BCE) + α·T²·(frame KD + clip_weight·clip KD).
   c.kd = dict(
-      strategy="class_weighted",   # mean_prob | mean_logit | weighted | class_weighted | single:<t>
-      alpha=0.75 if cpu else 0.5,  # L = (1 − α)·BCE + α·T²·KD.
-      temperature=1.0,
+      loss="bce",                  # KD term (kd/losses.py): bce | mse_prob | mse_logit.
+      strategy="class_weighted",   # kd/strategies.py: mean_prob | mean_logit | weighted |
+                                   # class_weighted | single:<teacher>.
+      alpha=0.75 if cpu else 0.5,  # α.
+      temperature=1.0,             # T, the one temperature.
+      clip_weight=0.5,             # Clip-level KD relative to frame-level KD.
       weights=[],                  # Per-teacher scalars for strategy=weighted.
       # Distil on the unlabeled split too (KD term only). Its clips are added to each batch,
-      # which grows by their share (distill.batch_with_unlabeled: 16 → 24 on synth_sed) so that
-      # a step sees as many labelled clips as the no-KD student's; mixed into the same batch
-      # they took labelled slots and cost more than they taught (experiments/README.md).
+      # which grows by their share (kd.experiment.batch_with_unlabeled: 16 → 24 on synth_sed)
+      # so that a step sees as many labelled clips as the no-KD student's; mixed into the same
+      # batch they took labelled slots and cost more than they taught (experiments/README.md).
       use_unlabeled=True,
       # Unlabeled clips per labelled clip in a KD batch; 0 = the splits' own share. With a
       # fixed ratio a larger unlabeled pool (--config.dataset.soundscapes.clips.unlabeled) is
-      # a larger transfer set at the same cost per step (distill.labelled_repeats).
+      # a larger transfer set at the same cost per step (kd.experiment.labelled_repeats).
       unlabeled_ratio=0.0,
       cache_batch_size=8 if arg.smoke else 32,
       rebuild_stale_cache=False,
   )
-  c.loss.temperature = c.kd.get_ref("temperature")
 
   # Shared by every teacher (each gets its arch from c.teachers).
   c.teacher = config_lib.training_config(smoke=arg.smoke)
@@ -108,7 +113,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # pass fewer each, where compiling dominates.
     c.teacher.eval_every = c.teacher.total_steps
     # Like the CPU default, without dropout and SpecAugment: their random masks are most of
-    # what it takes to compile a small model's train step (student: 6.0 s with, 2.7 s without).
+    # what it takes to compile a small model's train step (docs/benchmarks.md, smoke run).
     _short_schedule(c)
     _short_schedule(c.teacher)
   elif cpu:
@@ -187,7 +192,7 @@ def get_sweep(name: str = "kd") -> list[dict]:
              "optim.warmup_examples": 64 * 200} for b in (64, 128, 256, 512, 1024, 2048, 4096)]
   if name != "kd":
     raise ValueError(f"Unknown sweep {name!r}; configs/student.py has 'kd' and 'large_batch'.")
-  from sed_jax import ablation  # pylint: disable=g-import-not-at-top
+  from sed_jax.kd import ablation  # pylint: disable=g-import-not-at-top
   grid = [{"kd.strategy": s} for s in ("mean_prob", "mean_logit", "class_weighted",
                                        "single:resnet")]
   grid += [{"kd.strategy": strategy} | {f"kd.{k}": v for k, v in overrides.items()}

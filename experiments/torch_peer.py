@@ -45,7 +45,7 @@ from sed_jax import train  # pylint: disable=wrong-import-position
 from sed_jax.data import builders  # pylint: disable=wrong-import-position
 from sed_jax.data import features as feat_lib  # pylint: disable=wrong-import-position
 from sed_jax.data import pipeline  # pylint: disable=wrong-import-position
-from sed_jax.evaluation import evaluate as eval_lib  # pylint: disable=wrong-import-position
+from sed_jax.evaluation import frame_scoring  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/student.py:dataset=urbansed_mini", "Experiment config: its dataset, "
@@ -79,8 +79,8 @@ def score(model, source, config, classes) -> dict:
       for k in meta:
         meta[k].extend(v for v, m in zip(batch[k], batch["mask"]) if m)
   model.train()
-  refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
-  return eval_lib.score_predictions(np.concatenate(frames), meta["audio_id"], meta["duration"],
+  refs = frame_scoring.reference_events(meta["events"], meta["audio_id"], classes)
+  return frame_scoring.score_predictions(np.concatenate(frames), meta["audio_id"], meta["duration"],
                                     refs, classes, feat_lib.output_frame_seconds(config.features),
                                     config.eval)
 

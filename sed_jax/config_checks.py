@@ -11,6 +11,13 @@ from collections.abc import Iterator
 
 import ml_collections
 
+from sed_jax import train
+from sed_jax.data import builders
+from sed_jax.evaluation import frame_scoring
+from sed_jax.kd import losses as kd_losses
+from sed_jax.kd import strategies
+from sed_jax.models import crnn
+
 
 class ConfigError(ValueError):
   """One or more config values are impossible; the message lists each key and its fix."""
@@ -30,10 +37,6 @@ def check(config: ml_collections.ConfigDict, device_count: int | None = None) ->
 
 def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
   """The keys of one training run (a teacher's under `teacher.`, the student's at the top)."""
-  from sed_jax import train  # pylint: disable=g-import-not-at-top  (these import JAX)
-  from sed_jax.data import builders  # pylint: disable=g-import-not-at-top
-  from sed_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from sed_jax.models import crnn  # pylint: disable=g-import-not-at-top
   for key in ("batch_size", "total_steps", "log_every", "eval_every", "checkpoint_every"):
     if key in c and not (isinstance(c[key], int) and c[key] > 0):
       yield f"{prefix}{key}={c[key]!r} must be a positive integer."
@@ -62,16 +65,8 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
     yield f"{prefix}optim.warmup_steps / warmup_examples must be >= 0."
   if not 0 <= o.final_lr_ratio <= 1:
     yield f"{prefix}optim.final_lr_ratio={o.final_lr_ratio!r} must be in [0, 1]."
-  loss = c.loss
-  if c.get("job") == "distill":
-    pass  # The students' α and T come from kd.alpha / kd.temperature (checked there).
-  elif not 0 <= loss.alpha <= 1:
-    yield (f"{prefix}loss.alpha={loss.alpha!r} must be in [0, 1] (L = (1 − α)·BCE + "
-           "α·T²·KD).")
-  if c.get("job") != "distill" and not loss.temperature > 0:
-    yield f"{prefix}loss.temperature={loss.temperature!r} must be > 0."
-  if loss.weak_weight < 0 or loss.kd_clip_weight < 0:
-    yield f"{prefix}loss.weak_weight and loss.kd_clip_weight must be >= 0."
+  if c.loss.weak_weight < 0:
+    yield f"{prefix}loss.weak_weight={c.loss.weak_weight!r} must be >= 0."
   arch = c.model.arch
   if arch and arch not in crnn.ARCHS:
     yield f"{prefix}model.arch={arch!r} is not one of {sorted(crnn.ARCHS)}."
@@ -82,8 +77,8 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
   if c.model.dtype not in ("float32", "bfloat16"):
     yield f"{prefix}model.dtype={c.model.dtype!r} must be float32 or bfloat16."
   e = c.eval
-  if e.metric not in evaluate.METRICS:
-    yield f"{prefix}eval.metric={e.metric!r} is not one of {sorted(evaluate.METRICS)}."
+  if e.metric not in frame_scoring.METRICS:
+    yield f"{prefix}eval.metric={e.metric!r} is not one of {sorted(frame_scoring.METRICS)}."
   if not 0 < e.threshold < 1:
     yield f"{prefix}eval.threshold={e.threshold!r} must be in (0, 1)."
   if e.median_window_s < 0:
@@ -103,7 +98,6 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
 
 
 def _distill(c, device_count: int | None) -> Iterator[str]:
-  from sed_jax.models import crnn  # pylint: disable=g-import-not-at-top
   teachers = list(c.teachers)
   unknown = [t for t in teachers if t not in crnn.ARCHS or t == "student"]
   if not teachers or unknown or len(set(teachers)) != len(teachers):
@@ -115,13 +109,14 @@ def _distill(c, device_count: int | None) -> Iterator[str]:
     yield f"kd.alpha={kd.alpha!r} must be in [0, 1] (L = (1 − α)·BCE + α·T²·KD)."
   if not kd.temperature > 0:
     yield f"kd.temperature={kd.temperature!r} must be > 0 (1 = the teachers' own outputs)."
+  if kd.loss not in kd_losses.KD_LOSSES:
+    yield f"kd.loss={kd.loss!r} is not one of {', '.join(kd_losses.KD_LOSSES)}."
+  if kd.clip_weight < 0:
+    yield f"kd.clip_weight={kd.clip_weight!r} must be >= 0 (clip-level KD next to frame-level)."
   strategy = kd.strategy
-  if strategy.startswith("single:"):
-    if strategy[len("single:"):] not in teachers:
-      yield f"kd.strategy={strategy!r} names no teacher of {tuple(teachers)!r}."
-  elif strategy not in ("mean_prob", "mean_logit", "weighted", "class_weighted"):
-    yield (f"kd.strategy={strategy!r} is not one of mean_prob, mean_logit, weighted, "
-           "class_weighted, single:<teacher>.")
+  problem = strategies.problem(strategy, teachers)
+  if problem:
+    yield f"kd.strategy={strategy!r} {problem}."
   if strategy == "weighted" and len(kd.weights) != len(teachers):
     yield (f"kd.weights has {len(kd.weights)} values for {len(teachers)} teachers: "
            "strategy=weighted needs one per teacher.")

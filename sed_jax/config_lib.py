@@ -12,6 +12,10 @@ import re
 
 import ml_collections
 
+from sed_jax import losses
+from sed_jax.data import pipeline
+from sed_jax.evaluation import frame_scoring
+
 
 def feature_config() -> ml_collections.ConfigDict:
   """Log-mel front-end defaults (DCASE-like, 20 ms hop).
@@ -98,16 +102,18 @@ def dataset_config(name: str = "synth_sed", smoke: bool = False) -> ml_collectio
       classes="",           # Comma-separated class list; '' = from the annotations.
       on_error="raise",     # raise | skip: what a bad file does to a build.
       num_workers=0,        # Feature-extraction processes; 0 = one per core.
-      clip_seconds=seconds,  # Clips are cropped / padded to this length for batching.
+      # Clip length: what synth_sed synthesises and soundscapes mixes, and what every clip is
+      # cropped / padded to for batching (folder datasets may hold longer or shorter files).
+      clip_seconds=seconds,
       # Share of the strongly labelled training clips that keep their frame labels; the others
       # train on clip (weak) labels only. 0 = weak-label training, as in DCASE 2018 task 4.
       # Validation and test keep every label. Clips chosen by pipeline.keeps_strong.
       strong_fraction=1.0,
-      synth=dict(seed=0, clip_seconds=seconds, **sizes),
+      synth=dict(seed=0, **sizes),
       # `soundscapes` / `urbansed_mini`: clips mixed from Scaper-style folders under `root`
       # (default ../shared/data for urbansed_mini) onto the recordings in `backgrounds`.
       soundscapes=dict(
-          preset="", seed=0, clip_seconds=seconds, min_events=1, max_events=6,
+          preset="", seed=0, min_events=1, max_events=6,
           snr_low_db=6.0, snr_high_db=30.0, max_polyphony=3, backgrounds="backgrounds",
           sources=dict(train="", validation="", test="", unlabeled=""),  # Comma-separated dirs.
           clips=mixed),
@@ -166,10 +172,6 @@ def training_config(smoke: bool = False) -> ml_collections.ConfigDict:
 
   `smoke`: a dozen steps at batch 8, so a whole job runs in about two minutes on 2 CPU cores.
   """
-  # Imported here: they pull in JAX, which the data-only entry points do not need.
-  from sed_jax import losses  # pylint: disable=g-import-not-at-top
-  from sed_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from sed_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict(dict(
       batch_size=64, total_steps=3000, log_every=50, eval_every=500, checkpoint_every=500,
       keep_checkpoints=2, loader_workers=0,
@@ -179,7 +181,7 @@ def training_config(smoke: bool = False) -> ml_collections.ConfigDict:
   c.optim = optimizer_config()
   c.loss = losses.loss_config()
   c.augment = pipeline.augment_config()
-  c.eval = evaluate.eval_config()
+  c.eval = frame_scoring.eval_config()
   if smoke:
     c.update(dict(batch_size=8, total_steps=12, log_every=4, eval_every=6, checkpoint_every=6))
     c.optim.warmup_steps = 2

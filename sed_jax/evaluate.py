@@ -23,9 +23,9 @@ from sed_jax import io_utils
 from sed_jax import metric_writers
 from sed_jax.data import annotations
 from sed_jax.data import audio as audio_lib
-from sed_jax.evaluation import evaluate as eval_lib
+from sed_jax.evaluation import frame_scoring
 from sed_jax.evaluation import report
-from sed_jax.evaluation import score as score_lib
+from sed_jax.evaluation import event_scoring
 from sed_jax.inference import Detector
 from sed_jax.inference import model_runs
 
@@ -53,7 +53,7 @@ def evaluate_folder(workdir, model, audio_dir, annotations_tsv, out_dir, plots: 
   for i, p in enumerate(probs):
     stacked[i, :p.shape[0]] = p
   cfg = detector.config.eval
-  metrics = eval_lib.score_predictions(stacked, files, durations, reference, classes,
+  metrics = frame_scoring.score_predictions(stacked, files, durations, reference, classes,
                                        detector.frame_seconds, cfg)
   out = epath.Path(out_dir)
   estimated = {f: detector.events(p, cfg.threshold, cfg.median_window_s)
@@ -78,7 +78,7 @@ def main(argv):
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"evaluate: {e}")
   print(f"model: {metrics['model']}")
-  print(score_lib.format_table(metrics))
+  print(event_scoring.format_table(metrics))
   for k in ("psds1", "psds2"):
     if metrics.get(k) is not None:
       print(f"{k.upper()}: {metrics[k]:.3f}")

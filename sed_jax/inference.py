@@ -53,7 +53,7 @@ def model_runs(workdir: epath.PathLike, name: str | None) -> tuple[str, list[epa
   return name, [workdir / "teachers" / name]
 
 
-TUNED_FILE = "tuned_postprocessing.json"  # Written by distill.tuned_metrics.
+TUNED_FILE = "tuned_postprocessing.json"  # Written by kd.experiment.tuned_metrics.
 
 
 def postprocessing(runs: Sequence[epath.Path], config, choice: str = "auto"
@@ -71,7 +71,7 @@ def postprocessing(runs: Sequence[epath.Path], config, choice: str = "auto"
   if choice == "tuned" and (path is None or not path.exists()):
     raise FileNotFoundError(
         f"postprocessing=tuned: {path or 'an ensemble'} has no {TUNED_FILE} (it is written for "
-        "each student run by benchmarks/paper_table.py); use --postprocessing=config.")
+        "each student run by experiments/paper_table.py); use --postprocessing=config.")
   if choice != "config" and path is not None and path.exists():
     tuned = json.loads(path.read_text())
     return tuned["threshold"], tuned["median_window_s"], f"tuned per class on validation ({path})"

@@ -1,4 +1,7 @@
-"""Losses as pure functions of arrays: masked strong/weak BCE (and, later, multi-teacher KD).
+"""Supervised losses as pure functions of arrays: masked strong/weak BCE on the labels a clip has.
+
+The KD term is added by `sed_jax.kd.losses` through `total_loss(..., kd=...)`: this layer
+knows nothing about teachers.
 
 Masking rules, shared by every term:
 - an example contributes a strong (frame-level) term only if `has_strong`, a weak (clip-level)
@@ -11,7 +14,6 @@ All reductions are in float32 whatever the compute dtype.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
@@ -69,107 +71,25 @@ def supervised_loss(frame_logits, clip_logits, batch, weak_weight: float = 1.0, 
 
 
 def loss_config() -> ml_collections.ConfigDict:
-  """Loss weights. alpha = 0 is plain supervised training (teachers, the no-KD student)."""
+  """The supervised loss's knobs (the KD ones are the `kd` block: configs/student.py)."""
   return ml_collections.ConfigDict(dict(
       weak_weight=0.5,      # Clip-level BCE relative to frame-level BCE.
-      alpha=0.0,            # L = (1 − α)·BCE(labels) + α·T²·KD.
-      temperature=2.0,
-      kd_clip_weight=0.5,   # Clip-level KD relative to frame-level KD.
   ))
 
 
-def total_loss(frame_logits, clip_logits, batch, cfg, kd_weights=None, kd_mode: str = "prob",
-               denoms=None):
+def total_loss(frame_logits, clip_logits, batch, cfg, kd=None, denoms=None):
   """The training objective of every model.
 
-  `(1 − α)·(strong BCE + weak_weight·weak BCE) + α·T²·(frame KD + kd_clip_weight·clip KD)`.
-  The KD terms need `teacher_logits` [B, K, T, C] and `teacher_clip_logits` [B, K, C] in the
-  batch and the combination `kd_weights` [K, C]; every example contributes to them (labelled or
-  not) over its valid frames, so unlabelled clips teach through the teachers only. `denoms`
+  Without `kd`: strong BCE + weak_weight·weak BCE. With `kd` (a `kd.losses.Distillation`, or
+  any callable `kd(frame_logits, clip_logits, batch, denoms) -> (kd_term, metrics)` with
+  `alpha` and `weight` = α·T²): `(1 − α)·supervised + α·T²·kd_term`. `denoms`
   (term_denominators of a larger batch) make it a micro-batch's share of that batch's loss.
   Returns (loss, metrics).
   """
   denoms = denoms or {}
   sup, aux = supervised_loss(frame_logits, clip_logits, batch, cfg.weak_weight, denoms)
-  if not cfg.alpha:
+  if kd is None:
     return sup, aux
-  if kd_weights is None or "teacher_logits" not in batch:
-    raise ValueError("loss.alpha > 0 needs teacher logits in the batch (a teacher cache).")
-  t = cfg.temperature
-  frame_target = combine_teachers(batch["teacher_logits"], kd_weights, t, kd_mode)
-  clip_target = combine_teachers(batch["teacher_clip_logits"], kd_weights, t, kd_mode)
-  masks = term_masks(batch)
-  kd_frame = kd_bce(frame_logits, frame_target, t, masks["kd_frame"], denoms.get("kd_frame"))
-  kd_clip = kd_bce(clip_logits, clip_target, t, masks["kd_clip"], denoms.get("kd_clip"))
-  kd = kd_frame + cfg.kd_clip_weight * kd_clip
-  loss = (1 - cfg.alpha) * sup + cfg.alpha * t * t * kd
-  return loss, aux | {"loss_kd_frame": kd_frame, "loss_kd_clip": kd_clip, "loss_supervised": sup}
-
-
-# ---------------------------------------------------------------------------------------------
-# Multi-teacher knowledge distillation.
-
-STRATEGIES = ("mean_prob", "mean_logit", "weighted", "class_weighted", "single")
-
-
-def teacher_weights(strategy: str, teachers: list[str], num_classes: int,
-                    scalars=None, class_f1=None) -> tuple[jnp.ndarray, str]:
-  """Per-teacher, per-class combination weights [K, C] (each class's column sums to 1) and
-  whether teachers are averaged as probabilities ('prob') or logits ('logit').
-
-  - mean_prob / mean_logit: equal weights;
-  - weighted: one scalar per teacher (`scalars`, e.g. from config), normalised;
-  - class_weighted: each teacher's validation F1 per class (`class_f1` [K, C]), normalised per
-    class, so for every class the teachers that detect it best dominate the target (the
-    "complementary teachers" of the method); a class that no teacher detects falls back to
-    equal weights;
-  - single:<name>: all weight on one teacher (the single-teacher ablation).
-  """
-  k = len(teachers)
-  mode = "logit" if strategy == "mean_logit" else "prob"
-  if strategy in ("mean_prob", "mean_logit"):
-    w = jnp.ones((k, num_classes))
-  elif strategy == "weighted":
-    if scalars is None or len(scalars) != k or min(scalars) < 0 or sum(scalars) <= 0:
-      raise ValueError(f"Strategy 'weighted' needs one non-negative weight per teacher "
-                       f"({teachers}), not all zero; got {scalars}.")
-    w = jnp.broadcast_to(jnp.asarray(scalars, jnp.float32)[:, None], (k, num_classes))
-  elif strategy == "class_weighted":
-    f1 = jnp.asarray(class_f1, jnp.float32)
-    if f1.shape != (k, num_classes) or bool(jnp.any(f1 < 0)):
-      raise ValueError(f"Strategy 'class_weighted' needs non-negative per-class validation F1 "
-                       f"of shape {(k, num_classes)}; got {f1.shape}.")
-    w = jnp.where(f1.sum(0, keepdims=True) > 0, f1, 1.0)
-  elif strategy.startswith("single:"):
-    name = strategy.split(":", 1)[1]
-    if name not in teachers:
-      raise ValueError(f"Strategy {strategy!r}: no teacher named {name!r}; teachers: {teachers}.")
-    w = jnp.zeros((k, num_classes)).at[teachers.index(name)].set(1.0)
-  else:
-    raise ValueError(f"Unknown KD strategy {strategy!r}; one of {STRATEGIES[:-1]} or "
-                     "single:<teacher>.")
-  return w / w.sum(0, keepdims=True), mode
-
-
-def combine_teachers(teacher_logits, weights, temperature: float, mode: str = "prob"):
-  """The soft target from K teachers: [B, K, ..., C] logits → [B, ..., C] probabilities.
-
-  `weights` [K, C] (columns summing to 1) weight each teacher per class; 'prob' averages the
-  tempered probabilities, 'logit' the logits before the tempered sigmoid.
-  """
-  z = teacher_logits.astype(jnp.float32) / temperature
-  w = weights.reshape((1, weights.shape[0]) + (1,) * (z.ndim - 3) + (weights.shape[1],))
-  if mode == "logit":
-    return jax.nn.sigmoid(jnp.sum(w * z, axis=1))
-  return jnp.sum(w * jax.nn.sigmoid(z), axis=1)
-
-
-def kd_bce(student_logits, target_probs, temperature: float, mask, denom=None) -> jnp.ndarray:
-  """BCE between σ(student/T) and the soft target, averaged where `mask` is true.
-
-  Its gradient with respect to the student logits is (σ(z/T) − target) / T: zero exactly when
-  the tempered student equals the target. Multiplying by T² (in `total_loss`) keeps gradient
-  magnitudes comparable across temperatures (Hinton et al. 2015).
-  """
-  z = student_logits.astype(jnp.float32) / temperature
-  return masked_mean(optax.sigmoid_binary_cross_entropy(z, target_probs), mask, denom)
+  kd_term, kd_aux = kd(frame_logits, clip_logits, batch, denoms)
+  loss = (1 - kd.alpha) * sup + kd.weight * kd_term
+  return loss, aux | kd_aux | {"loss_supervised": sup}

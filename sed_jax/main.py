@@ -10,17 +10,19 @@ command resumes from the workdir; a finished run is not redone.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 import jax
+import yaml
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from sed_jax import config_checks
 from sed_jax import config_lib
-from sed_jax import distill
+from sed_jax.kd import experiment
 from sed_jax import io_utils
 from sed_jax import metric_writers
 from sed_jax import preemption
@@ -39,7 +41,12 @@ _COMPILATION_CACHE = flags.DEFINE_string(
     "Persistent XLA compilation cache (a local folder or gs://...; default "
     "$SED_JAX_COMPILATION_CACHE): later runs of the same shapes skip compiling.")
 
-JOBS = {"train": train.train_and_evaluate, "distill": distill.run}
+_PRINT_CONFIG = flags.DEFINE_bool(
+    "print_config", False, "Print the resolved config (every key, after the overrides) and the "
+    "values it implies (global and KD batches, steps, learning rate after scaling), then exit.")
+
+JOBS = {"train": train.train_and_evaluate, "distill": experiment.run}
+DERIVED = {"train": train.derived, "distill": experiment.derived}
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -73,6 +80,13 @@ def use_compilation_cache(path: str) -> None:
     jax.config.update("jax_compilation_cache_dir", path)
 
 
+def resolved_config(config) -> str:
+  """The config as YAML, then `derived:` with what its values imply (`DERIVED`)."""
+  plain = json.loads(config.to_json())  # Tuples as lists: plain YAML that any tool reads back.
+  return yaml.safe_dump(plain) + yaml.safe_dump({"derived": DERIVED[config.job](config)},
+                                                sort_keys=False)
+
+
 def main(argv):
   del argv
   use_compilation_cache(_COMPILATION_CACHE.value)
@@ -87,11 +101,14 @@ def main(argv):
     config_checks.check(config, jax.device_count())
   except config_checks.ConfigError as e:
     sys.exit(f"sed_jax: {e}")
+  if _PRINT_CONFIG.value:
+    print(resolved_config(config), flush=True)
+    return
   print(f"workdir: {workdir}", flush=True)
   with preemption.exit_on_preemption():
     try:
       JOBS[config.job](config, workdir)
-    except (io_utils.BusyError, distill.StaleCacheError) as e:
+    except (io_utils.BusyError, experiment.StaleCacheError) as e:
       sys.exit(f"sed_jax: {e}")  # A situation to act on, explained; not a bug's traceback.
 
 

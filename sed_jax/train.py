@@ -10,8 +10,9 @@ Structure (the Flax-examples shape):
   keeps the best checkpoint, periodic checkpoints (and one on SIGTERM: preemption.py), logs,
   and a final test evaluation.
 
-The distillation loss is one more term of the same step (`losses.total_loss`), fed by teacher
-logits that the input pipeline reads from the teacher cache; nothing here depends on it.
+The distillation loss is one more term of the same step (`losses.total_loss`'s `kd`, built by
+`sed_jax.kd`), fed by teacher logits that the input pipeline reads from the teacher cache;
+nothing here knows about teachers.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from sed_jax import sharding
 from sed_jax.data import builders
 from sed_jax.data import features as feat_lib
 from sed_jax.data import pipeline
-from sed_jax.evaluation import evaluate as eval_lib
+from sed_jax.evaluation import frame_scoring
 from sed_jax.models import crnn
 
 OPTIMIZERS = ("adam", "adamw", "lamb", "lars")
@@ -74,6 +75,18 @@ def warmup_steps(cfg, batch_size: int) -> int:
   """`cfg.warmup_steps`, or the steps that see `cfg.warmup_examples` examples when it is set."""
   examples = cfg.get("warmup_examples", 0)
   return -(-examples // batch_size) if examples else cfg.warmup_steps
+
+
+def derived(config) -> dict[str, Any]:
+  """What a training config's values imply that no single key states (`--print_config`): the
+  global and per-device batch, the examples seen, and the learning rate after the large-batch
+  rules (`peak_lr`, `warmup_steps`)."""
+  batch, devices = config.batch_size, jax.device_count()
+  accum = config.get("grad_accum_steps", 1)
+  return dict(global_batch=batch, devices=devices, per_device_batch=batch / devices,
+              micro_batch=batch // accum, total_steps=config.total_steps,
+              examples_seen=batch * config.total_steps, peak_lr=peak_lr(config.optim, batch),
+              warmup_steps=warmup_steps(config.optim, batch))
 
 
 def make_schedule(cfg, total_steps: int, batch_size: int | None = None) -> optax.Schedule:
@@ -134,13 +147,12 @@ def init_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...]) -> Train
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, loss_cfg,
-               kd_weights=None, kd_mode: str = "prob",
-               accum_steps: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
+               kd=None, accum_steps: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on a global batch. A non-finite loss or gradient leaves `state` as it
   was (so the last good state survives) and reports `finite = False` for the host to stop on.
 
-  With `loss_cfg.alpha > 0` the batch carries cached teacher logits and the loss adds the
-  multi-teacher KD term (`losses.total_loss`; `kd_weights` [K, C] combine the teachers).
+  With `kd` (a `kd.losses.Distillation`) the batch carries cached teacher logits and the loss
+  adds the multi-teacher KD term (`losses.total_loss`).
 
   `accum_steps` > 1 runs the forward/backward pass on that many micro-batches in turn (memory
   for one) and applies one update: the same loss and gradient as the whole batch, because each
@@ -155,8 +167,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, los
     (frame_logits, clip_logits), updates = model.apply(
         {"params": params, "batch_stats": batch_stats}, micro["log_mel"], train=True,
         frame_mask=micro["frame_mask"], mutable=["batch_stats"], rngs={"dropout": key})
-    loss, aux = losses.total_loss(frame_logits, clip_logits, micro, loss_cfg, kd_weights,
-                                  kd_mode, denoms)
+    loss, aux = losses.total_loss(frame_logits, clip_logits, micro, loss_cfg, kd, denoms)
     return loss, (aux, updates.get("batch_stats", {}))
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -242,11 +253,11 @@ def _gather_list(values: list, mask: np.ndarray) -> list:
           for item in json.loads(bytes(b[:n]).decode())]
 
 
-def evaluate(eval_fn, state, source, classes, *, config, mesh) -> dict[str, Any]:
-  """Every SED metric of one split (see `evaluation.evaluate.score_predictions`)."""
+def evaluate_split(eval_fn, state, source, classes, *, config, mesh) -> dict[str, Any]:
+  """Every SED metric of one split (see `evaluation.frame_scoring.score_predictions`)."""
   pred = predict(eval_fn, state, source, config=config, mesh=mesh)
-  refs = eval_lib.reference_events(pred["events"], pred["audio_id"], classes)
-  return eval_lib.score_predictions(
+  refs = frame_scoring.reference_events(pred["events"], pred["audio_id"], classes)
+  return frame_scoring.score_predictions(
       pred["frame_probs"], pred["audio_id"], pred["duration"], refs, classes,
       feat_lib.output_frame_seconds(config.features), config.eval)
 
@@ -282,12 +293,12 @@ def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLike, *,
-                       train_source=None, kd: tuple[Any, str] | None = None) -> dict[str, Any]:
+                       train_source=None, kd=None) -> dict[str, Any]:
   """Trains `config.model` on `config.dataset` in `workdir`, resuming from it if possible.
 
   `train_source` replaces the dataset's train split (the distillation experiment passes the
-  teacher cache's, possibly with its unlabeled split), and `kd` = (weights [K, C], mode) the
-  teacher combination; validation and test always read `config.dataset`.
+  teacher cache's, possibly with its unlabeled split), and `kd` (a `kd.losses.Distillation`)
+  adds the KD term to the loss; validation and test always read `config.dataset`.
 
   Returns the final test-split metrics of the best validation checkpoint (also written to
   `<workdir>/test_metrics.json`). A finished run (final checkpoint at `total_steps` and its
@@ -337,10 +348,8 @@ def _train_and_evaluate(config, workdir: epath.Path, train_source, kd) -> dict[s
                          data_iter)
     logging.info("Resumed %s from step %d.", workdir, int(state.step))
 
-  kd_weights, kd_mode = (None, "prob") if kd is None else (jnp.asarray(kd[0]), kd[1])
   p_train = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_cfg=config.loss,
-                                      kd_weights=kd_weights, kd_mode=kd_mode,
-                                      accum_steps=config.get("grad_accum_steps", 1)),
+                                      kd=kd, accum_steps=config.get("grad_accum_steps", 1)),
                     in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=(0,))
   p_eval = jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
                    out_shardings=data)
@@ -369,7 +378,7 @@ def _train_and_evaluate(config, workdir: epath.Path, train_source, kd) -> dict[s
           progress.update(step, loss=f"{scalars['loss']:.4f}")
           history, audio_ids = [], []
         if step % config.eval_every == 0 or last:
-          val = evaluate(p_eval, state, val_src, classes, config=config, mesh=mesh)
+          val = evaluate_split(p_eval, state, val_src, classes, config=config, mesh=mesh)
           writer.write(step, "validation", val)
           score = val.get(config.eval.metric)
           if score is not None and ckpt.save_best(step, state, score):
@@ -389,7 +398,7 @@ def _train_and_evaluate(config, workdir: epath.Path, train_source, kd) -> dict[s
   best = ckpt.restore_best(jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
   test_src = pipeline.data_source(config.dataset, config.features, "test")
-  test = evaluate(p_eval, best, test_src, classes, config=config, mesh=mesh)
+  test = evaluate_split(p_eval, best, test_src, classes, config=config, mesh=mesh)
   writer.write(step, "test", test)
   writer.close()
   ckpt.close()

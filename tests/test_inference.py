@@ -17,7 +17,7 @@ from sed_jax.data import annotations
 from sed_jax.data import audio as audio_lib
 from sed_jax.data import features as feat_lib
 from tests import test_train
-from tests.data import test_teacher_cache
+from tests.kd import test_teacher_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = [f"class_{i}" for i in range(10)]

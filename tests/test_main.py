@@ -66,3 +66,26 @@ def test_compilation_cache_dir_keeps_compiled_programs(tmp_path):
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip() == str(tmp_path)  # Inherited by the teacher worker processes.
   assert any(p.name.startswith("jit__lambda") for p in tmp_path.iterdir())
+
+
+def test_print_config_shows_every_key_and_what_they_imply(tmp_path):
+  """`--print_config`: the resolved config after overrides, the derived batches, steps and LR,
+  and nothing run (no workdir, no dataset)."""
+  import yaml  # pylint: disable=g-import-not-at-top
+  proc = run_main("--config=configs/student.py", "--print_config", "--config.kd.temperature=3",
+                  "--config.optim.lr_scaling=linear", "--config.optim.base_batch_size=8",
+                  f"--config.dataset.data_dir={tmp_path / 'tfds'}", f"--workdir={tmp_path / 'w'}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = yaml.safe_load(proc.stdout)
+  assert out["kd"]["temperature"] == 3.0 and "temperature" not in out["loss"]
+  derived = out["derived"]
+  # 2000 labelled + 1000 unlabeled training clips: batch 16 grows to 24 (8 unlabeled).
+  assert derived["kd_batch"] == dict(labelled_clips=2000, labelled_repeats=1,
+                                     unlabeled_clips=1000, batch=24, unlabeled_per_batch=8.0)
+  student = derived["student_kd"]
+  assert (student["global_batch"], student["total_steps"]) == (24, out["total_steps"])
+  assert student["peak_lr"] == pytest.approx(out["optim"]["lr"] * 24 / 8)  # Linear scaling.
+  assert derived["student_no_kd"]["peak_lr"] == pytest.approx(out["optim"]["lr"] * 16 / 8)
+  assert set(derived["teachers"]) == set(out["teachers"])
+  assert derived["student_seeds"] == [0, 1, 2]
+  assert not (tmp_path / "w").exists() and not (tmp_path / "tfds").exists()

@@ -21,6 +21,7 @@ import pytest
 from sed_jax import sharding
 from sed_jax import train
 from sed_jax.data import pipeline
+from sed_jax.kd import losses as kd_losses
 from tests import test_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,6 @@ def run(data_dir: str):
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   config = test_train.tiny_config(data_dir)
-  config.loss.alpha = 0.5
   config.eval.batch_size = 4
   model = train.model_from_config(config, 10)
   tx, _ = train.make_optimizer(config.optim, config.total_steps)
@@ -62,7 +62,8 @@ def run(data_dir: str):
                                     input_shape=(1, frames, config.features.n_mels)),
                   out_shardings=repl)(jax.random.key(0))
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, loss_cfg=config.loss,
-                                   kd_weights=np.full((2, 10), 0.5, np.float32)),
+                                   kd=kd_losses.Distillation(np.full((2, 10), 0.5, np.float32),
+                                                             alpha=0.5, temperature=2.0)),
                  in_shardings=(repl, data), out_shardings=(repl, repl))
   batch = test_train.random_batch(config, b=8, teachers=2)  # The global batch.
   n, p = 8 // jax.process_count(), jax.process_index()
@@ -74,8 +75,8 @@ def run(data_dir: str):
   p_eval = jax.jit(functools.partial(train.eval_step, model=model), in_shardings=(repl, data),
                    out_shardings=data)
   val = pipeline.data_source(config.dataset, config.features, "validation")
-  metrics = train.evaluate(p_eval, state, val, ["c%d" % i for i in range(10)], config=config,
-                           mesh=mesh)
+  metrics = train.evaluate_split(p_eval, state, val, ["c%d" % i for i in range(10)],
+                                 config=config, mesh=mesh)
   params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state.params)
   scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}
   return params, losses, scalars

@@ -16,13 +16,13 @@ import time
 import pytest
 from etils import epath
 
-from sed_jax import distill
+from sed_jax.kd import experiment as experiment_lib
 from sed_jax import io_utils
 from sed_jax import metric_writers
 from sed_jax.data import builders
 from sed_jax.data.builders import base
 from sed_jax.data.builders import object_storage
-from tests import test_distill
+from tests.kd import test_experiment as test_distill
 
 BUCKET = "sed-jax-test"
 
@@ -111,7 +111,7 @@ def test_the_experiment_runs_with_its_data_and_workdir_on_a_bucket(bucket, tmp_p
   config.teachers = ("resnet",)
   config.parallel_runs = 1
   workdir = epath.Path(bucket) / "runs" / "student"
-  results = distill.run(config, workdir)
+  results = experiment_lib.run(config, workdir)
 
   assert json.loads((workdir / "results.json").read_text()) == results
   assert [r["name"] for r in results["models"]] == [
@@ -131,7 +131,7 @@ def test_the_experiment_runs_with_its_data_and_workdir_on_a_bucket(bucket, tmp_p
   monkeypatch.setattr(base.BuildOnce, "download_and_prepare", no_build)
   monkeypatch.setenv("SED_JAX_LOCAL_DATA_DIR", str(tmp_path / "mirror_host1"))
   before = (run / "metrics.jsonl").read_text()
-  assert distill.run(config, workdir) == results
+  assert experiment_lib.run(config, workdir) == results
   assert (run / "metrics.jsonl").read_text() == before
   assert {p.name for p in (tmp_path / "mirror_host1" / "gs" / BUCKET / "tfds").iterdir()} == (
       in_bucket)

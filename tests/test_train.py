@@ -17,6 +17,7 @@ from sed_jax import checkpoint
 from sed_jax import config_lib
 from sed_jax import train
 from sed_jax.data import pipeline
+from sed_jax.kd import losses as kd_losses
 from sed_jax.models import crnn
 
 CONFIG = "configs/teacher.py"
@@ -31,7 +32,7 @@ def tiny_config(data_dir):
   c.dataset.data_dir = str(data_dir)
   c.dataset.num_workers = 1
   c.dataset.clip_seconds = 2.0
-  c.dataset.synth.update(dict(clip_seconds=2.0, train=16, validation=8, test=8, unlabeled=0))
+  c.dataset.synth.update(dict(train=16, validation=8, test=8, unlabeled=0))
   c.model.overrides = dict(widths=[8, 8, 8], stem_width=8, gru_features=8)
   c.total_steps, c.log_every, c.eval_every, c.checkpoint_every = 6, 2, 3, 2
   c.batch_size = c.eval.batch_size = 4
@@ -229,13 +230,14 @@ def test_8_devices_give_the_1_device_step(data_dir):
       import jax, numpy as np
       sys.path.insert(0, {ROOT!r})
       from sed_jax import sharding, train
+      from sed_jax.kd import losses as kd_losses
       from tests import test_train
       config = test_train.tiny_config({str(data_dir)!r})
       config.batch_size = 16
       # Supervised; distillation from 2 cached teachers; distillation in 2 micro-batches.
       for alpha, accum in ((0.0, 1), (0.5, 1), (0.5, 2)):
-        config.loss.alpha = alpha
-        kd = dict(kd_weights=np.full((2, 10), 0.5, np.float32)) if alpha else {{}}
+        kd = dict(kd=kd_losses.Distillation(np.full((2, 10), 0.5, np.float32), alpha=alpha,
+                                            temperature=2.0)) if alpha else {{}}
         batch = test_train.random_batch(config, b=16, teachers=2 if alpha else 0)
         results = []
         for devices in (jax.devices()[:1], jax.devices()):
@@ -279,7 +281,6 @@ class PlainFrontEnd(crnn.FrontEnd):
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 def test_gradient_accumulation_is_the_whole_batch_step(data_dir, alpha):
   config = tiny_config(data_dir)
-  config.loss.alpha = alpha
   model = crnn.CRNN(num_classes=10, frontend=PlainFrontEnd(widths=(4, 4), time_pool=4,
                                                            conv_dropout=0.0),
                     gru_features=8, dropout=0.0, input_norm=False)
@@ -290,7 +291,8 @@ def test_gradient_accumulation_is_the_whole_batch_step(data_dir, alpha):
   # whole batch's, not a mean of micro-batch means.
   batch["frame_mask"][[1, 6], 15:] = False
   batch["has_weak"][[0, 4, 5]] = False
-  kd = dict(kd_weights=jnp.full((3, 10), 1 / 3)) if alpha else {}
+  kd = dict(kd=kd_losses.Distillation(jnp.full((3, 10), 1 / 3), alpha=alpha,
+                                      temperature=2.0)) if alpha else {}
   runs = {}
   for k in (1, 2, 4):
     state = train.init_state(model, tx, jax.random.key(0), (1, frames, config.features.n_mels))

@@ -51,7 +51,7 @@ def data_source(data_cfg, feature_cfg, split: str, prepare: bool = False):
   if not builder.is_prepared():
     raise FileNotFoundError(
         f"Dataset {builder.name}/{builder.builder_config.name} is not built in "
-        f"{builder.data_dir}. Build it with: python -m sed_jax.data.build "
+        f"{builder.data_dir}. Build it with: python -m sed_jax.build "
         f"--dataset={data_cfg.name}" + (f" --root={data_cfg.root}" if data_cfg.root else "") +
         (f" --data_dir={data_cfg.data_dir}" if data_cfg.data_dir else ""))
   splits = builder.info.splits

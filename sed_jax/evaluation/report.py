@@ -138,7 +138,7 @@ SUMMARY_METRICS = (("event_f1", "event F1"), ("segment_f1", "segment F1"),
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:
-  """`distill.summarize` as markdown: each student's mean ± sample std over its seeds, then each
+  """`kd.experiment.summarize` as markdown: each student's mean ± sample std over its seeds, then each
   KD student's gain over the no-KD student of the same seed, in points, with every seed's."""
   head = " | ".join(t for _, t in SUMMARY_METRICS)
   lines = [f"| student | KD | seeds | {head} |",
@@ -157,7 +157,7 @@ def summary_table(summary: Mapping[str, Any]) -> str:
 
 
 def teacher_fit_table(fit: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-  """`distill.teacher_fit` as markdown: what it means, then one row per teacher with its frame
+  """`kd.experiment.teacher_fit` as markdown: what it means, then one row per teacher with its frame
   F1 and BCE on each labelled split."""
   splits = list(fit)
   teachers = list(next(iter(fit.values()))) if fit else []

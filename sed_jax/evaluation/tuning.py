@@ -20,9 +20,9 @@ import ml_collections
 import numpy as np
 
 from sed_jax.data.annotations import Event
-from sed_jax.evaluation import evaluate as eval_lib
+from sed_jax.evaluation import frame_scoring
 from sed_jax.evaluation import postprocess
-from sed_jax.evaluation import score as score_lib
+from sed_jax.evaluation import event_scoring
 
 # Median windows in seconds (one 80-ms frame = no filtering) and thresholds searched per class.
 WINDOWS_S = (0.08, 0.24, 0.4, 0.56, 0.8, 1.2)
@@ -46,7 +46,7 @@ def tune(probs: np.ndarray, audio_ids: Sequence[str], durations: Sequence[float]
     {"median_window_s": [C], "threshold": [C], "validation_event_f1": [C] (None for a class
     without validation events, which keeps the grid's middle point), "validation_event_f1_macro"}.
   """
-  lengths = eval_lib.frame_lengths(durations, frame_hop_s, probs.shape[1])
+  lengths = frame_scoring.frame_lengths(durations, frame_hop_s, probs.shape[1])
   dur = dict(zip(audio_ids, map(float, durations)))
   grid = [(w, t) for w in windows_s for t in thresholds]
   f1 = np.full((len(grid), len(classes)), np.nan)
@@ -54,7 +54,7 @@ def tune(probs: np.ndarray, audio_ids: Sequence[str], durations: Sequence[float]
     estimated = postprocess.batch_probs_to_events(
         probs, list(audio_ids), frame_hop_s, classes, threshold=threshold,
         median_window_s=window, lengths=lengths)
-    rows = score_lib.score(references, estimated, durations=dur, classes=list(classes))
+    rows = event_scoring.score(references, estimated, durations=dur, classes=list(classes))
     for c, name in enumerate(classes):
       row = rows["class_wise"][name]["event"]
       if row["n_ref"] > 0:  # F1 is undefined (None) when nothing is detected: it scores 0.
@@ -72,10 +72,10 @@ def tune(probs: np.ndarray, audio_ids: Sequence[str], durations: Sequence[float]
 def score_tuned(probs: np.ndarray, audio_ids: Sequence[str], durations: Sequence[float],
                 references: dict[str, list[Event]], classes: Sequence[str], frame_hop_s: float,
                 eval_cfg, tuned: dict) -> dict:
-  """`evaluate.score_predictions` with the per-class windows and thresholds of `tune`
+  """`frame_scoring.score_predictions` with the per-class windows and thresholds of `tune`
   (threshold-free PSDS is left out: it does not depend on them beyond the median window)."""
   cfg = ml_collections.ConfigDict(dict(eval_cfg.to_dict(), psds=False,
                                        threshold=list(tuned["threshold"]),
                                        median_window_s=list(tuned["median_window_s"])))
-  return eval_lib.score_predictions(probs, audio_ids, durations, references, classes,
+  return frame_scoring.score_predictions(probs, audio_ids, durations, references, classes,
                                     frame_hop_s, cfg)

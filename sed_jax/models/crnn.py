@@ -17,7 +17,7 @@ Architectures (`make_model` names): five teachers with different inductive biase
 errors differ and distilling all of them gives the student more than any one of them
 (`gated`: DESED baseline GLU blocks; `resnet`; `densenet`; `inception`; `xception`), and the
 `student`: a small depthwise-separable front-end and a one-layer BiGRU with ~1/50 of a
-teacher's parameters. Parameter and FLOP counts: `python -m sed_jax.models.summary`.
+teacher's parameters. Parameter and FLOP counts: `python -m sed_jax.model_cost`.
 """
 
 from __future__ import annotations
@@ -341,7 +341,7 @@ ARCHS: dict[str, tuple[type[FrontEnd], dict[str, Any], dict[str, Any]]] = {
                      conv_dropout=0.1),
                 dict(gru_features=32, gru_layers=1, dropout=0.1)),
 }
-TEACHERS = ("gated", "resnet", "densenet", "inception", "xception")
+TEACHER_ARCHS = ("gated", "resnet", "densenet", "inception", "xception")  # Any may teach.
 
 _MODULE_FIELDS = ("parent", "name")
 

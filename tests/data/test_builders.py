@@ -128,7 +128,7 @@ def test_edited_annotations_give_a_new_dataset(tmp_path):
 def test_unbuilt_dataset_says_how_to_build(tmp_path):
   root = make_plain_root(tmp_path / "root")
   cfg = data_config("dcase_folder", root, tmp_path / "tfds")
-  with pytest.raises(FileNotFoundError, match="python -m sed_jax.data.build --dataset=dcase_folder"):
+  with pytest.raises(FileNotFoundError, match="python -m sed_jax.build --dataset=dcase_folder"):
     pipeline.data_source(cfg, config_lib.feature_config(), "train")
 
 
@@ -325,7 +325,7 @@ def test_soundscapes_builder_mixes_builds_and_withholds_unlabeled_labels(tmp_pat
            SR)
   cfg = data_config("soundscapes", root, tmp_path / "tfds", classes="beep,hum", clip_seconds=2.0)
   s = cfg.soundscapes
-  s.update(dict(clip_seconds=2.0, backgrounds="bg", max_events=2))
+  s.update(dict(backgrounds="bg", max_events=2))
   s.sources.update(dict(train="a", validation="b", test="", unlabeled="a"))
   s.clips.update(dict(train=4, validation=2, test=0, unlabeled=3))
   feat = config_lib.feature_config()

@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 
 from sed_jax.data.annotations import Event
-from sed_jax.evaluation import evaluate as eval_lib
+from sed_jax.evaluation import frame_scoring
 from sed_jax.evaluation import tuning
 
 HOP = 0.08
@@ -31,7 +31,7 @@ def _split(n: int, seed: int):
 
 
 def _eval_cfg(**kw):
-  return ml_collections.ConfigDict(dict(eval_lib.eval_config().to_dict(), psds=False, **kw))
+  return ml_collections.ConfigDict(dict(frame_scoring.eval_config().to_dict(), psds=False, **kw))
 
 
 def test_each_class_gets_the_smoothing_and_threshold_it_needs():
@@ -45,7 +45,7 @@ def test_each_class_gets_the_smoothing_and_threshold_it_needs():
   assert (tuned["median_window_s"][2], tuned["threshold"][2]) == (
       tuning.WINDOWS_S[mid // len(tuning.THRESHOLDS)], tuning.THRESHOLDS[mid % len(tuning.THRESHOLDS)])
   # Without tuning (one frame, 0.5) both classes score far lower.
-  plain = eval_lib.score_predictions(probs, ids, dur, refs, CLASSES, HOP,
+  plain = frame_scoring.score_predictions(probs, ids, dur, refs, CLASSES, HOP,
                                      _eval_cfg(median_window_s=0.0, threshold=0.5))
   assert plain["event_f1_macro"] < 0.2
 
@@ -53,9 +53,9 @@ def test_each_class_gets_the_smoothing_and_threshold_it_needs():
 def test_values_tuned_on_validation_score_the_test_split():
   val, test = _split(12, seed=0), _split(9, seed=1)
   tuned = tuning.tune(*val, CLASSES, HOP)
-  out = tuning.score_tuned(*test, CLASSES, HOP, eval_lib.eval_config(), tuned)
+  out = tuning.score_tuned(*test, CLASSES, HOP, frame_scoring.eval_config(), tuned)
   assert out["event_f1_macro"] == 1.0 and "psds1" not in out
   # The same numbers as scoring with those per-class values by hand.
-  by_hand = eval_lib.score_predictions(*test, CLASSES, HOP, _eval_cfg(
+  by_hand = frame_scoring.score_predictions(*test, CLASSES, HOP, _eval_cfg(
       threshold=tuned["threshold"], median_window_s=tuned["median_window_s"]))
   assert by_hand["event_f1_macro"] == out["event_f1_macro"]

@@ -15,7 +15,7 @@ import pytest
 
 from sed_jax.models import crnn
 from sed_jax.models import layers
-from sed_jax.models import summary
+from sed_jax.models import cost
 
 C = 3
 X_SHAPE = (2, 18, 64)  # 18 frames: T // 4 = 4 checks that a remainder is dropped.
@@ -70,15 +70,15 @@ def test_shapes_dtypes_and_clip_pooling(arch):
 
 
 def _abstract_params(arch):
-  return summary.abstract_variables(crnn.make_model(arch, 10), (1, 500, 64))["params"]
+  return cost.abstract_variables(crnn.make_model(arch, 10), (1, 500, 64))["params"]
 
 
 def test_default_scale_parameter_budget():
   """Teachers 0.8-5 M parameters each; the student at most 1/50 of the mean teacher."""
-  counts = {a: summary.count_params(_abstract_params(a)) for a in crnn.ARCHS}
-  for arch in crnn.TEACHERS:
+  counts = {a: cost.count_params(_abstract_params(a)) for a in crnn.ARCHS}
+  for arch in crnn.TEACHER_ARCHS:
     assert 0.8e6 <= counts[arch] <= 5e6, (arch, counts[arch])
-  mean_teacher = np.mean([counts[a] for a in crnn.TEACHERS])
+  mean_teacher = np.mean([counts[a] for a in crnn.TEACHER_ARCHS])
   assert counts["student"] <= mean_teacher / 50, counts
 
 
@@ -197,7 +197,7 @@ def test_clip_pooling_is_finite_for_confident_frames_and_respects_the_mask(pooli
   assert np.isfinite(masked).all()
 
 
-# FLOP counting (sed_jax.models.summary).
+# FLOP counting (sed_jax.models.cost).
 
 def test_scan_aware_flops_count_every_time_step():
   """XLA counts a scan body once; the corrected count of T frames is T x the one-frame count
@@ -209,24 +209,24 @@ def test_scan_aware_flops_count_every_time_step():
     variables = jax.eval_shape(model.init, _key(0), x)
     return count(lambda v, x: model.apply(v, x), variables, x)
 
-  one = flops(summary.xla_flops, 1)
+  one = flops(cost.xla_flops, 1)
   # A few FLOPs of loop bookkeeping (counter, index arithmetic) per scan.
-  np.testing.assert_allclose(flops(summary.scan_aware_flops, 6), 6 * one, atol=10)
-  assert flops(summary.xla_flops, 6) < 0.8 * 6 * one
+  np.testing.assert_allclose(flops(cost.scan_aware_flops, 6), 6 * one, atol=10)
+  assert flops(cost.xla_flops, 6) < 0.8 * 6 * one
 
 
 def test_summary_table():
   tiny = {a: {**TINY, **TINY_ARCHS[a]} for a in ("gated", "student")}
-  rows = summary.summarize(("gated", "student"), C, (1, 16, 64), tiny)
+  rows = cost.cost_table(("gated", "student"), C, (1, 16, 64), tiny)
   assert [r["role"] for r in rows] == ["teacher", "student"]
   for r in rows:
     model = crnn.make_model(r["arch"], C, **tiny[r["arch"]])
-    assert r["params"] == summary.count_params(
-        summary.abstract_variables(model, (1, 16, 64))["params"])
+    assert r["params"] == cost.count_params(
+        cost.abstract_variables(model, (1, 16, 64))["params"])
     assert r["flops"] > 2 * r["params"]  # Each weight is used at least once (2 FLOPs/MAC).
   assert rows[0]["params_compression"] == 1.0
   np.testing.assert_allclose(rows[1]["params_compression"], rows[0]["params"] / rows[1]["params"])
-  table = summary.markdown_table(rows, (1, 16, 64)).splitlines()
+  table = cost.markdown_table(rows, (1, 16, 64)).splitlines()
   assert len(table) == 4 and table[2].startswith("| gated | teacher |")
 
 

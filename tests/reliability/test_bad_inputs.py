@@ -184,7 +184,7 @@ def test_odd_input_is_handled_and_reported(tmp_path, case):
 def test_the_build_command_prints_the_error_without_a_traceback(tmp_path):
   cfg, _ = _build(tmp_path, ERRORS["annotations: onset not a number"][0])
   proc = subprocess.run(
-      [sys.executable, "-m", "sed_jax.data.build", "--dataset=dcase_folder",
+      [sys.executable, "-m", "sed_jax.build", "--dataset=dcase_folder",
        f"--root={cfg.root}", f"--data_dir={cfg.data_dir}"],
       capture_output=True, text=True, cwd=ROOT, timeout=300)
   assert proc.returncode == 1 and "Traceback" not in proc.stderr

@@ -1,6 +1,6 @@
 """SIGKILL at random moments of every stage of the experiment, then restart: same results.json.
 
-The tiny experiment of tests/test_distill.py runs in a child process that is killed (no cleanup,
+The tiny experiment of tests/kd/test_experiment.py runs in a child process that is killed (no cleanup,
 as a preempted VM or the OOM killer would) up to 3 times in each stage: dataset build, teacher
 training, teacher-cache build, student training, report. Each restart must carry on from what is
 on disk, and the finished results must equal, number for number, those of an uninterrupted run
@@ -21,9 +21,9 @@ _SPEC.loader.exec_module(fault_injection)
 
 DRIVER = """
 import sys
-from sed_jax import distill
-from tests.test_distill import tiny_student_config
-distill.run(tiny_student_config(sys.argv[1]), sys.argv[2])
+from sed_jax.kd import experiment as experiment_lib
+from tests.kd.test_experiment import tiny_student_config
+experiment_lib.run(tiny_student_config(sys.argv[1]), sys.argv[2])
 """
 
 

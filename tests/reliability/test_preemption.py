@@ -1,7 +1,7 @@
 """SIGTERM (the preemption notice) checkpoints the runs under way, then the job exits; the next
 run resumes from those checkpoints and ends exactly as an uninterrupted run.
 
-`python -m sed_jax.main` runs the tiny experiment of tests/test_distill.py with longer training
+`python -m sed_jax.main` runs the tiny experiment of tests/kd/test_experiment.py with longer training
 runs. Their periodic checkpoint comes only at the last step, so a checkpoint at any earlier step
 can only be the one SIGTERM asked for.
 """
@@ -22,7 +22,7 @@ STEPS = 150
 CONFIG = f"""
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-from tests.test_distill import tiny_student_config
+from tests.kd.test_experiment import tiny_student_config
 
 def get_config():
   c = tiny_student_config("")

@@ -77,7 +77,7 @@ def make(data_cfg, feature_cfg, preset: str = "") -> Soundscapes:
   root = Path(data_cfg.root or DEFAULT_ROOT).expanduser().resolve()
   params = dict(preset=preset, root=str(root), sources=s.sources.to_dict(),
                 backgrounds=s.backgrounds, clips=s.clips.to_dict(),
-                mixing=dict(duration=s.clip_seconds, sample_rate=feature_cfg.sample_rate,
+                mixing=dict(duration=data_cfg.clip_seconds, sample_rate=feature_cfg.sample_rate,
                             min_events=s.min_events, max_events=s.max_events,
                             snr_db=(s.snr_low_db, s.snr_high_db), max_polyphony=s.max_polyphony,
                             seed=s.seed))

@@ -44,7 +44,7 @@ class SynthSed(base.SedBuilder):
 def make(data_cfg, feature_cfg) -> SynthSed:
   """The builder for a `dataset` config block whose name is `synth_sed`."""
   s = data_cfg.synth
-  params = dict(seed=s.seed, clip_seconds=s.clip_seconds, **{k: s[k] for k in SPLITS})
+  params = dict(seed=s.seed, clip_seconds=data_cfg.clip_seconds, **{k: s[k] for k in SPLITS})
   config = base.make_config(
       "synth", feature_cfg.to_dict(), synth.CLASSES, params, on_error=data_cfg.on_error,
       num_workers=data_cfg.num_workers,

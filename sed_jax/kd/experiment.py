@@ -38,12 +38,13 @@ from sed_jax import train
 from sed_jax.data import builders
 from sed_jax.data import pipeline
 from sed_jax.data.builders import object_storage
-from sed_jax.data.builders import teacher_cache
 from sed_jax.data import features as feat_lib
-from sed_jax.evaluation import evaluate as eval_lib
+from sed_jax.evaluation import frame_scoring
 from sed_jax.evaluation import report
 from sed_jax.evaluation import tuning
-from sed_jax.models import summary
+from sed_jax.kd import losses as kd_losses
+from sed_jax.kd import teacher_cache
+from sed_jax.models import cost
 
 
 class StaleCacheError(RuntimeError):
@@ -64,18 +65,19 @@ def teacher_config(config: ml_collections.ConfigDict, arch: str) -> ml_collectio
   return c
 
 
-def student_config(config: ml_collections.ConfigDict, alpha: float) -> ml_collections.ConfigDict:
-  """The student's training config, with or without distillation."""
+def student_config(config: ml_collections.ConfigDict, distil: bool) -> ml_collections.ConfigDict:
+  """The student's training config; the KD student's keeps the `kd` block, as a record in its
+  run's config.json (the loop itself gets the objective from `objective`)."""
   c = copy.deepcopy(config)
   with c.unlocked():
     c.job = "train"
-    c.loss.alpha = alpha
     del c.teacher
     del c.teachers
     for key in ("parallel_runs", "student_seeds"):
       if key in c:
         del c[key]
-    del c.kd
+    if not distil:
+      del c.kd
     del c.report_clips
   return c
 
@@ -135,14 +137,12 @@ def build_cache(config, teachers) -> teacher_cache.TeacherCache:
   return cache
 
 
-def kd_combination(config, cache) -> tuple[np.ndarray, str]:
-  """The [K, C] teacher weights and averaging mode of `config.kd.strategy`."""
+def objective(config, cache) -> kd_losses.Distillation:
+  """The KD term of `config.kd` (loss, strategy, α, T) for the teachers of `cache`."""
   meta = cache.info.metadata["teachers"]
-  names = [t["name"] for t in meta]
-  w, mode = losses.teacher_weights(
-      config.kd.strategy, names, len(cache.info.metadata["classes"]),
-      scalars=list(config.kd.weights) or None, class_f1=[t["class_f1"] for t in meta])
-  return np.asarray(w), mode
+  return kd_losses.distillation(config.kd, [t["name"] for t in meta],
+                                len(cache.info.metadata["classes"]),
+                                class_f1=[t["class_f1"] for t in meta])
 
 
 def student_name(strategy: str | None) -> str:
@@ -171,8 +171,8 @@ def train_student(config, run_dir: epath.Path, cache=None) -> dict[str, Any]:
   `config.kd` (strategy, α, T, unlabeled data). Returns its test metrics; a finished run is not
   trained again (the ablation benchmark reuses the main job's students this way)."""
   if cache is None:
-    return train.train_and_evaluate(student_config(config, 0.0), run_dir)
-  scfg = student_config(config, config.kd.alpha)
+    return train.train_and_evaluate(student_config(config, distil=False), run_dir)
+  scfg = student_config(config, distil=True)
   sources = [cache.as_data_source("train")]
   if config.kd.use_unlabeled and "unlabeled" in cache.info.splits:
     unlabeled = cache.as_data_source("unlabeled")
@@ -181,7 +181,7 @@ def train_student(config, run_dir: epath.Path, cache=None) -> dict[str, Any]:
     scfg.batch_size = batch_with_unlabeled(config.batch_size, len(sources[0]) * (len(sources) - 1),
                                            len(unlabeled), jax.device_count())
   return train.train_and_evaluate(scfg, run_dir, train_source=pipeline.ConcatSource(sources),
-                                  kd=kd_combination(config, cache))
+                                  kd=objective(config, cache))
 
 
 def labelled_repeats(labelled: int, unlabeled: int, ratio: float) -> int:
@@ -208,6 +208,45 @@ def batch_with_unlabeled(batch_size: int, labelled: int, unlabeled: int, devices
   """
   grown = batch_size * (labelled + unlabeled) / max(labelled, 1)
   return int(-(-round(grown) // devices) * devices)
+
+
+def split_sizes(config) -> dict[str, int]:
+  """Clips per split: from the built dataset when it is there, else from the sizes the config
+  asks the embedded or mixed datasets for (empty for a folder dataset not built yet)."""
+  try:
+    builder = builders.make_builder(config.dataset, config.features)
+    if builder.is_prepared():
+      return {s: info.num_examples for s, info in builder.info.splits.items()}
+  except (ValueError, OSError):
+    pass  # Not buildable here (a folder missing): the declared sizes still say what it will be.
+  d = config.dataset
+  declared = (d.synth if d.name == "synth_sed" else d.soundscapes.clips
+              if d.name in ("soundscapes", "urbansed_mini") else {})
+  return {s: declared[s] for s in ("train", "validation", "test", "unlabeled") if s in declared}
+
+
+def derived(config) -> dict[str, Any]:
+  """What an experiment config implies that no single key states (`--print_config`): each
+  teacher's and each student's batch, steps and learning rate, and the KD student's batch with
+  its unlabeled clips (`batch_with_unlabeled`, `labelled_repeats`)."""
+  out = {"teachers": {t: train.derived(teacher_config(config, t)) for t in config.teachers},
+         "student_no_kd": train.derived(student_config(config, distil=False)),
+         "student_seeds": student_seeds(config)}
+  kd_cfg = student_config(config, distil=True)
+  sizes = split_sizes(config)
+  if config.kd.use_unlabeled and sizes.get("unlabeled") and sizes.get("train"):
+    repeats = labelled_repeats(sizes["train"], sizes["unlabeled"], config.kd.unlabeled_ratio)
+    kd_cfg.batch_size = batch_with_unlabeled(config.batch_size, sizes["train"] * repeats,
+                                             sizes["unlabeled"], jax.device_count())
+    out["kd_batch"] = dict(labelled_clips=sizes["train"], labelled_repeats=repeats,
+                           unlabeled_clips=sizes["unlabeled"], batch=kd_cfg.batch_size,
+                           unlabeled_per_batch=round(kd_cfg.batch_size * sizes["unlabeled"] / (
+                               sizes["train"] * repeats + sizes["unlabeled"]), 2))
+  elif config.kd.use_unlabeled and not sizes:
+    out["kd_batch"] = "known once the dataset is built (its split sizes set it)"
+  out["student_kd"] = train.derived(kd_cfg)
+  out["split_sizes"] = sizes
+  return out
 
 
 def train_students(config, workdir: epath.Path, teachers) -> list[dict[str, Any]]:
@@ -248,7 +287,7 @@ def _train_student(config, run: epath.Path, teachers, position: int = 0,
 def run_cost(model_config, run: epath.Path) -> tuple[int, float]:
   """(parameters, FLOPs per clip) of the model `model_config` trained in `run`.
 
-  Counting FLOPs compiles the model and each of its scans (models/summary.py: seconds per
+  Counting FLOPs compiles the model and each of its scans (models/cost.py: seconds per
   model), so the result is kept in `<run>/cost.json`, keyed on the model block and the clip's
   input shape: it is computed once, by the worker that trained the run, and a report rewritten
   on a finished workdir reads it back.
@@ -263,9 +302,9 @@ def run_cost(model_config, run: epath.Path) -> tuple[int, float]:
     if kept.get("key") == key:
       return kept["params"], kept["flops_per_clip"]
   model = train.model_from_config(model_config, len(classes))
-  variables = summary.abstract_variables(model, shape)
-  params = summary.count_params(variables["params"])
-  flops = summary.model_flops(model, variables, shape)
+  variables = cost.abstract_variables(model, shape)
+  params = cost.count_params(variables["params"])
+  flops = cost.model_flops(model, variables, shape)
   if jax.process_index() == 0:
     with io_utils.atomic_write(path) as f:
       json.dump(dict(key=key, params=params, flops_per_clip=flops), f, indent=2)
@@ -308,8 +347,8 @@ def ensemble_metrics(config, test_source, classes) -> tuple[dict[str, Any], np.n
   """
   mean_prob = lambda b: teacher_probs(b).mean(axis=1)  # [B, K, T, C] → [B, T, C]
   probs, meta = split_probs(mean_prob, test_source, config)
-  refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
-  metrics = eval_lib.score_predictions(probs, meta["audio_id"], meta["duration"], refs, classes,
+  refs = frame_scoring.reference_events(meta["events"], meta["audio_id"], classes)
+  metrics = frame_scoring.score_predictions(probs, meta["audio_id"], meta["duration"], refs, classes,
                                        feat_lib.output_frame_seconds(config.features),
                                        config.eval)
   return metrics, probs, meta
@@ -338,7 +377,7 @@ def tuned_metrics(config, cache, student_runs: dict[str, epath.Path]) -> dict[st
     scored = {}
     for split, source in splits.items():
       probs, meta = predict(source)
-      refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
+      refs = frame_scoring.reference_events(meta["events"], meta["audio_id"], classes)
       scored[split] = (probs, meta["audio_id"], meta["duration"], refs)
     tuned = tuning.tune(*scored["validation"], classes, hop)
     test = tuning.score_tuned(*scored["test"], classes, hop, config.eval, tuned)
@@ -357,9 +396,8 @@ def teacher_fit(config, cache) -> dict[str, dict[str, dict[str, float]]]:
   Why: a KD target on a clip teaches what the teacher's output there adds to the label. A
   teacher that memorised its training clips (frame F1 near 1 on train, far lower on validation)
   gives targets there that are close to the labels, so distillation can teach mostly through
-  the clips it never trained on (the unlabeled split). Measured on urbansed_mini (the four CPU
-  teachers of the README's table, 1200 steps without SpecAugment or dropout): train frame F1
-  0.87-0.92, validation 0.44-0.49.
+  the clips it never trained on (the unlabeled split). On urbansed_mini's frame-labelled
+  teachers that gap is large: experiments/urbansed_mini/urbansed_regularised.md, last table.
   """
   names = [t["name"] for t in cache.info.metadata["teachers"]]
   fit = {}
@@ -400,7 +438,7 @@ def write_report(config, workdir: epath.Path, results, runs: dict[str, epath.Pat
   drawn = [r["name"] for r in results["models"]
            if r["role"] == "student" and r["seed"] == config.seed]
   students = {name: predict_run(runs[name], classes, source, config)[0] for name in drawn}
-  refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
+  refs = frame_scoring.reference_events(meta["events"], meta["audio_id"], classes)
   hop = feat_lib.output_frame_seconds(config.features)
   rolls = []
   for i, audio_id in enumerate(meta["audio_id"][:config.report_clips]):
@@ -494,7 +532,7 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict[str, An
   test = cache.as_data_source("test")
   ensemble, ensemble_probs, meta = ensemble_metrics(config, test, classes)
   rows.append(_row("ensemble", "ensemble", "none", ensemble, params, flops))
-  student_cost = run_cost(student_config(config, 0.0), workdir / "students" / "no_kd")
+  student_cost = run_cost(student_config(config, distil=False), workdir / "students" / "no_kd")
   for s in students:
     kd = ("none" if s["strategy"] is None else s["strategy"]
           if s["strategy"].startswith("single:") else f"multi:{s['strategy']}")

@@ -1,7 +1,5 @@
-r"""Parameters and FLOPs of every model, as a markdown table.
-
-  python -m sed_jax.models.summary                  # 5 teachers + student, 10-class, 10-s clip
-  python -m sed_jax.models.summary --num_classes=27 --frames=1000
+"""What a model costs: parameters and FLOPs per input, and a markdown table of them
+(`python -m sed_jax.model_cost` prints it).
 
 How FLOPs are counted: XLA's cost analysis of the compiled inference function
 (`jax.jit(apply).lower(...).compile().cost_analysis()["flops"]`, batch 1, eval mode; a
@@ -20,8 +18,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from absl import app
-from absl import flags
 import jax
 from jax.extend import core as jex_core
 import jax.numpy as jnp
@@ -29,7 +25,7 @@ import numpy as np
 
 from sed_jax.models import crnn
 
-DEFAULT_ARCHS = (*crnn.TEACHERS, "student")
+DEFAULT_ARCHS = (*crnn.TEACHER_ARCHS, "student")
 
 
 def count_params(params: Any) -> int:
@@ -95,20 +91,20 @@ def model_flops(model, variables: Any, input_shape: Sequence[int]) -> float:
   return scan_aware_flops(lambda v, x: model.apply(v, x, train=False), variables, x)
 
 
-def summarize(archs: Sequence[str] = DEFAULT_ARCHS, num_classes: int = 10,
+def cost_table(archs: Sequence[str] = DEFAULT_ARCHS, num_classes: int = 10,
               input_shape: Sequence[int] = (1, 500, 64),
               overrides: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
   """One row per arch: params, FLOPs per input, and both as ratios to the mean teacher.
 
   `overrides` maps an arch to `make_model` overrides (e.g. smaller widths). Teachers are the
-  archs in `crnn.TEACHERS`; without any, the ratios are to the mean of all rows.
+  archs in `crnn.TEACHER_ARCHS`; without any, the ratios are to the mean of all rows.
   """
   overrides = overrides or {}
   rows = []
   for arch in archs:
     model = crnn.make_model(arch, num_classes, **{**overrides.get(arch, {}), "gru_unroll": 1})
     variables = abstract_variables(model, input_shape)
-    rows.append(dict(arch=arch, role="teacher" if arch in crnn.TEACHERS else "student",
+    rows.append(dict(arch=arch, role="teacher" if arch in crnn.TEACHER_ARCHS else "student",
                      params=count_params(variables["params"]),
                      flops=model_flops(model, variables, input_shape)))
   ref = [r for r in rows if r["role"] == "teacher"] or rows
@@ -122,7 +118,7 @@ def summarize(archs: Sequence[str] = DEFAULT_ARCHS, num_classes: int = 10,
 
 def markdown_table(rows: Sequence[dict[str, Any]], input_shape: Sequence[int] = (1, 500, 64)
                    ) -> str:
-  """The rows of `summarize` as a markdown table."""
+  """The rows of `cost_table` as a markdown table."""
   shape = "x".join(str(d) for d in input_shape)
   lines = [f"| model | role | parameters | GFLOPs per input [{shape}] | mean teacher / model "
            "(params) | mean teacher / model (FLOPs) |",
@@ -131,21 +127,3 @@ def markdown_table(rows: Sequence[dict[str, Any]], input_shape: Sequence[int] = 
     lines.append(f"| {r['arch']} | {r['role']} | {r['params']:,} | {r['flops'] / 1e9:.3f} | "
                  f"{r['params_compression']:.1f}x | {r['flops_compression']:.1f}x |")
   return "\n".join(lines)
-
-
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Output classes.")
-_FRAMES = flags.DEFINE_integer("frames", 500, "Input frames (500 = 10 s at a 20-ms hop).")
-_MELS = flags.DEFINE_integer("mels", 64, "Mel bands.")
-_ARCHS = flags.DEFINE_list("archs", list(DEFAULT_ARCHS), "Architectures to tabulate.")
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  shape = (1, _FRAMES.value, _MELS.value)
-  rows = summarize(_ARCHS.value, _NUM_CLASSES.value, shape)
-  print(markdown_table(rows, shape))
-
-
-if __name__ == "__main__":
-  app.run(main)

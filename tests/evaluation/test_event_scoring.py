@@ -1,4 +1,4 @@
-"""Tests for the scoring command (python -m sed_jax.evaluation.score) on DCASE-style TSVs."""
+"""Tests for the scoring command (python -m sed_jax.score) on DCASE-style TSVs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from sed_jax.data import annotations
 from sed_jax.data.annotations import Event
 from sed_jax.evaluation import references
-from sed_jax.evaluation import score
+from sed_jax.evaluation import event_scoring
 
 sed_eval = pytest.importorskip("sed_eval", reason="differential tests need the `test` extra")
 
@@ -53,7 +53,7 @@ def _tsvs(tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "sed_jax.evaluation.score", *args],
+  return subprocess.run([sys.executable, "-m", "sed_jax.score", *args],
                         capture_output=True, text=True, cwd=ROOT, check=False)
 
 
@@ -70,8 +70,8 @@ def _close(a, b):
 def test_score_of_dcase_files_equals_sed_eval(tsvs):
   reference = annotations.read_strong_tsv(tsvs["ref"])
   estimated = annotations.read_strong_tsv(tsvs["est"])
-  durations = score.read_durations_tsv(tsvs["dur"])
-  result = score.score(reference, estimated, durations)
+  durations = event_scoring.read_durations_tsv(tsvs["dur"])
+  result = event_scoring.score(reference, estimated, durations)
   assert result["classes"] == ["Dog", "Speech", "Vacuum cleaner"]
   assert result["n_files"] == 4  # d.wav comes from the durations: no events there.
   seg, ev = _sed_eval({**reference, "d.wav": []}, estimated, result["classes"], durations)
@@ -89,7 +89,7 @@ def test_score_of_dcase_files_equals_sed_eval(tsvs):
 def test_duration_rule_without_durations(tsvs):
   reference = annotations.read_strong_tsv(tsvs["ref"])
   estimated = annotations.read_strong_tsv(tsvs["est"])
-  result = score.score(reference, estimated)
+  result = event_scoring.score(reference, estimated)
   # a: last offset 10.0; b: 3.5 (its estimate); c: 7.5 (estimate past the reference).
   assert result["segment_evaluated_seconds"] == 10.0 + 3.5 + 7.5
   assert result["n_files"] == 3
@@ -116,7 +116,7 @@ def test_random_sets_through_tsv_files_equal_sed_eval(tmp_path):
     annotations.write_strong_tsv(tmp_path / "e.tsv", estimated)
     ref_read = annotations.read_strong_tsv(tmp_path / "r.tsv")
     est_read = annotations.read_strong_tsv(tmp_path / "e.tsv")
-    result = score.score(ref_read, est_read, classes=classes, percentage_of_length=0.5)
+    result = event_scoring.score(ref_read, est_read, classes=classes, percentage_of_length=0.5)
     seg, ev = _sed_eval(ref_read, est_read, classes, percentage_of_length=0.5)
     for prefix, ref in (("segment", seg), ("event", ev)):
       overall = ref.results_overall_metrics()
@@ -133,9 +133,9 @@ def test_cli_json(tsvs):
   for key in ("segment_f1_micro", "segment_f1_macro", "segment_er", "event_f1_macro",
               "event_f1_micro", "event_er", "class_wise"):
     assert key in out
-  expected = score.score(annotations.read_strong_tsv(tsvs["ref"]),
+  expected = event_scoring.score(annotations.read_strong_tsv(tsvs["ref"]),
                          annotations.read_strong_tsv(tsvs["est"]),
-                         score.read_durations_tsv(tsvs["dur"]))
+                         event_scoring.read_durations_tsv(tsvs["dur"]))
   assert out == json.loads(json.dumps(expected))
   assert set(out["class_wise"]["Dog"]) == {"segment", "event"}
 
@@ -168,10 +168,10 @@ def test_read_durations_errors(tmp_path):
   bad = tmp_path / "d.tsv"
   bad.write_text("filename\tduration\na.wav\tten\n", encoding="utf-8")
   with pytest.raises(annotations.AnnotationError, match=r"d\.tsv:2: duration 'ten'"):
-    score.read_durations_tsv(bad)
+    event_scoring.read_durations_tsv(bad)
   bad.write_text("name\tlength\na.wav\t10\n", encoding="utf-8")
   with pytest.raises(annotations.AnnotationError, match=r"d\.tsv:1: header"):
-    score.read_durations_tsv(bad)
+    event_scoring.read_durations_tsv(bad)
   bad.write_text("filename\tduration\na.wav\t10\na.wav\t9\n", encoding="utf-8")
   with pytest.raises(annotations.AnnotationError, match="listed twice"):
-    score.read_durations_tsv(bad)
+    event_scoring.read_durations_tsv(bad)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sed_jax.evaluation import collect
+from sed_jax.evaluation import sweep_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -16,7 +16,7 @@ def make_run(path, batch, seed, event_f1=None, lr=1e-3):
   path.mkdir(parents=True)
   config = dict(seed=seed, batch_size=batch, total_steps=64000 // batch,
                 optim=dict(name="adamw", lr=lr, lr_scaling="sqrt", warmup_examples=12800),
-                model=dict(arch="student"), loss=dict(alpha=0.5))
+                model=dict(arch="student"), kd=dict(loss="bce", alpha=0.5, temperature=1.0))
   (path / "config.json").write_text(json.dumps(config))
   if event_f1 is not None:
     (path / "test_metrics.json").write_text(json.dumps(dict(
@@ -32,7 +32,7 @@ def runs(tmp_path):
 
 
 def test_table_groups_seeds_sorts_by_batch_and_names_unfinished_runs(runs):
-  table = collect.markdown([collect.read_run(r) for r in runs])
+  table = sweep_table.markdown([sweep_table.read_run(r) for r in runs])
   lines = table.splitlines()
   assert lines[0].startswith("| batch_size | total_steps | seeds | event F1 |")
   # psds1 is null: shown as missing ('–'), never as NaN.
@@ -45,7 +45,7 @@ def test_table_groups_seeds_sorts_by_batch_and_names_unfinished_runs(runs):
 
 def test_command_writes_the_table_and_the_plot(runs, tmp_path):
   out = tmp_path / "report" / "large_batch"
-  proc = subprocess.run([sys.executable, "-m", "sed_jax.evaluation.collect", *runs,
+  proc = subprocess.run([sys.executable, "-m", "sed_jax.collect", *runs,
                          f"--out={out}"], capture_output=True, text=True, cwd=ROOT, timeout=120)
   assert proc.returncode == 0, proc.stderr
   assert out.with_suffix(".md").read_text() in proc.stdout
@@ -53,7 +53,7 @@ def test_command_writes_the_table_and_the_plot(runs, tmp_path):
 
 
 def test_a_folder_without_a_run_is_named(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "sed_jax.evaluation.collect", str(tmp_path)],
+  proc = subprocess.run([sys.executable, "-m", "sed_jax.collect", str(tmp_path)],
                         capture_output=True, text=True, cwd=ROOT, timeout=120)
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   assert f"collect: {tmp_path} holds no run (no config.json)" in proc.stderr

@@ -26,15 +26,20 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
 from sed_jax import io_utils
 from sed_jax import sharding
+from sed_jax import train
+from sed_jax.data import builders
+from sed_jax.data import features as feat_lib
 from sed_jax.data import pipeline
 from sed_jax.data.builders import base
 from sed_jax.data.builders import object_storage
+from sed_jax.evaluation import frame_scoring
 
 LOGIT_LIMIT = 30.0  # float16 holds it exactly; σ(30) = 1 − 1e-13.
 
@@ -93,12 +98,10 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
     return {split: self._generate_examples(split) for split in p["splits"]}
 
   def _base_builder(self):
-    from sed_jax.data import builders  # pylint: disable=g-import-not-at-top
     p = self.builder_config.params
     return builders.make_builder(_config_dict(p["dataset"]), _config_dict(p["feature_config"]))
 
   def _load_teachers(self) -> list[dict[str, Any]]:
-    from sed_jax import train  # pylint: disable=g-import-not-at-top
     out = []
     for t in self.builder_config.params["teachers"]:
       model, variables, _ = train.load_trained(t["workdir"], len(self.builder_config.classes))
@@ -139,15 +142,13 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
 
   def _record_class_f1(self, val) -> None:
     """Per-teacher, per-class validation event-F1 from the cached validation logits."""
-    from sed_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-    from sed_jax.data import features as feat_lib  # pylint: disable=g-import-not-at-top
     p, classes = self.builder_config.params, list(self.builder_config.classes)
     feat = _config_dict(p["feature_config"])
-    cfg = evaluate.eval_config()
+    cfg = frame_scoring.eval_config()
     cfg.psds = False
     ids = [ex["audio_id"] for ex, _ in val]
     durations = [float(ex["duration"]) for ex, _ in val]
-    refs = evaluate.reference_events(
+    refs = frame_scoring.reference_events(
         [list(zip(ex["event_onsets"].tolist(), ex["event_offsets"].tolist(),
                   ex["event_labels"].tolist())) for ex, _ in val], ids, classes)
     t_max = max(lg.shape[1] for _, lg in val)
@@ -155,7 +156,7 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
       probs = np.zeros((len(val), t_max, len(classes)), np.float32)
       for i, (_, lg) in enumerate(val):
         probs[i, :lg.shape[1]] = 1 / (1 + np.exp(-lg[k]))
-      result = evaluate.score_predictions(probs, ids, durations, refs, classes,
+      result = frame_scoring.score_predictions(probs, ids, durations, refs, classes,
                                           feat_lib.output_frame_seconds(feat), cfg)
       teacher["class_f1"] = [result["class_wise"][c]["event"]["f1"] or 0.0 for c in classes]
 
@@ -197,7 +198,6 @@ def _f16(x: np.ndarray) -> np.ndarray:
 
 
 def _config_dict(d: dict[str, Any]):
-  import ml_collections  # pylint: disable=g-import-not-at-top
   return ml_collections.ConfigDict(d)
 
 
@@ -208,7 +208,6 @@ def make(data_cfg, feature_cfg, teachers: Sequence[Teacher], batch_size: int = 3
   Raises before any work if a teacher has no checkpoint or its output frame rate (time_pool)
   differs from the dataset's targets (every teacher must share the student's frame rate).
   """
-  from sed_jax.data import builders  # pylint: disable=g-import-not-at-top
   base_builder = builders.make_builder(data_cfg, feature_cfg)
   if not base_builder.is_prepared():
     base_builder.download_and_prepare()

@@ -12,7 +12,7 @@ from sed_jax import checkpoint
 from sed_jax import train
 from sed_jax.data import pipeline
 from sed_jax.data.builders import base
-from sed_jax.data.builders import teacher_cache
+from sed_jax.kd import teacher_cache
 from tests import test_train
 
 
@@ -151,9 +151,9 @@ def test_inference_sharded_over_8_devices_gives_the_1_device_cache(setup, tmp_pa
       from pathlib import Path
       import jax, numpy as np
       sys.path.insert(0, {str(root)!r})
-      from sed_jax.data.builders import teacher_cache
+      from sed_jax.kd import teacher_cache
       from tests import test_train
-      from tests.data.test_teacher_cache import make_teacher
+      from tests.kd.test_teacher_cache import make_teacher
       assert len(jax.local_devices()) == 8
       config = test_train.tiny_config({config.dataset.data_dir!r})  # The built base dataset.
       runs = Path({str(tmp_path / "teachers")!r})

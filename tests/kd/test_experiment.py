@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from etils import epath
 
-from sed_jax import ablation
+from sed_jax.kd import ablation
 from sed_jax import config_checks
 from sed_jax import config_lib
-from sed_jax import distill
+from sed_jax.kd import experiment as experiment_lib
 from sed_jax.data import pipeline
-from sed_jax.data.builders import teacher_cache
-from sed_jax.evaluation import evaluate as eval_lib
-from tests.data import test_teacher_cache
+from sed_jax.kd import teacher_cache
+from sed_jax.evaluation import frame_scoring
+from tests.kd import test_teacher_cache
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_student_config(data_dir):
@@ -27,7 +27,7 @@ def tiny_student_config(data_dir):
   c.dataset.data_dir = str(data_dir)
   c.dataset.num_workers = 1
   c.dataset.clip_seconds = 2.0
-  c.dataset.synth.update(dict(clip_seconds=2.0, train=16, validation=8, test=8, unlabeled=8))
+  c.dataset.synth.update(dict(train=16, validation=8, test=8, unlabeled=8))
   c.teachers = ["resnet", "xception"]
   c.model.overrides = dict(widths=[8, 8, 8], stem_width=8, gru_features=8)
   for block in (c, c.teacher):
@@ -43,7 +43,7 @@ def experiment(tmp_path_factory):
   config = tiny_student_config(tmp_path_factory.mktemp("tfds"))
   config.student_seeds = 2
   workdir = tmp_path_factory.mktemp("student")
-  return config, workdir, distill.run(config, workdir)
+  return config, workdir, experiment_lib.run(config, workdir)
 
 
 def test_results_have_a_row_per_model_and_student_seed(experiment):
@@ -109,7 +109,7 @@ def test_summarize_pairs_seeds_and_skips_missing_metrics():
           row("student_no_kd", "none", 0, 0.50, 0.6), row("student_no_kd_seed1", "none", 1, 0.40),
           row("student_kd_x", "multi:x", 1, 0.46), row("student_kd_x_seed0", "multi:x", 0, 0.49),
           row("student_kd_x_seed7", "multi:x", 7, 0.99)]  # No no-KD twin at seed 7: unpaired.
-  summary = distill.summarize(rows)
+  summary = experiment_lib.summarize(rows)
   assert [s["seeds"] for s in summary["students"]] == [[0, 1], [1, 0, 7]]
   assert summary["students"][0]["psds1"] == dict(mean=0.6, std=0.0, n=1, values=[0.6])
   assert summary["students"][0]["psds2"]["n"] == 0
@@ -122,11 +122,11 @@ def test_summarize_pairs_seeds_and_skips_missing_metrics():
 def test_the_ensemble_is_the_mean_of_the_teachers_probabilities(experiment):
   config, workdir, _ = experiment
   teachers = [teacher_cache.Teacher(n, str(workdir / "teachers" / n)) for n in config.teachers]
-  cache = distill.build_cache(config, teachers)
+  cache = experiment_lib.build_cache(config, teachers)
   classes = list(cache.info.metadata["classes"])
-  _, probs, meta = distill.ensemble_metrics(config, cache.as_data_source("test"), classes)
+  _, probs, meta = experiment_lib.ensemble_metrics(config, cache.as_data_source("test"), classes)
   source = pipeline.data_source(config.dataset, config.features, "test")
-  own = [distill.predict_run(t.workdir, classes, source, config) for t in teachers]
+  own = [experiment_lib.predict_run(t.workdir, classes, source, config) for t in teachers]
   order = [own[0][1]["audio_id"].index(a) for a in meta["audio_id"]]
   assert sorted(order) == list(range(len(source)))
   # Cached logits are float16: probabilities agree to its precision.
@@ -145,7 +145,7 @@ def test_report_has_the_table_and_its_plots(experiment):
 def test_teacher_fit_is_each_teachers_frame_f1_and_bce_on_the_labelled_splits(experiment):
   config, workdir, results = experiment
   teachers = [teacher_cache.Teacher(n, str(workdir / "teachers" / n)) for n in config.teachers]
-  cache = distill.build_cache(config, teachers)
+  cache = experiment_lib.build_cache(config, teachers)
   fit = results["teacher_fit"]
   assert list(fit) == ["train", "validation"]
   for split in fit:
@@ -191,7 +191,7 @@ def test_the_kd_student_trained_on_cached_logits_and_unlabeled_clips(experiment)
     (16, 2000, 0, 1, 16), (4, 16, 8, 1, 6)])
 def test_batch_with_unlabeled_keeps_the_labelled_clips_per_step(batch, labelled, unlabeled,
                                                                  devices, grown):
-  assert distill.batch_with_unlabeled(batch, labelled, unlabeled, devices) == grown
+  assert experiment_lib.batch_with_unlabeled(batch, labelled, unlabeled, devices) == grown
 
 
 @pytest.mark.parametrize("labelled,unlabeled,ratio,repeats,batch", [
@@ -201,16 +201,16 @@ def test_a_large_unlabeled_pool_keeps_the_ratio_in_a_batch(labelled, unlabeled, 
                                                            batch):
   # The labelled split is repeated in the sampling pool, so 4000 unlabeled clips at ratio 2/3
   # give the batch that 1000 clips gave (16 labelled + 11 unlabeled), not 16 + 43.
-  k = distill.labelled_repeats(labelled, unlabeled, ratio)
+  k = experiment_lib.labelled_repeats(labelled, unlabeled, ratio)
   assert k == repeats
-  assert distill.batch_with_unlabeled(16, k * labelled, unlabeled, 1) == batch
+  assert experiment_lib.batch_with_unlabeled(16, k * labelled, unlabeled, 1) == batch
 
 
 def test_tuned_postprocessing_is_chosen_on_validation_for_every_model(experiment):
   config, workdir, _ = experiment
-  cache = distill.build_cache(config, distill.train_teachers(config, workdir))
+  cache = experiment_lib.build_cache(config, experiment_lib.train_teachers(config, workdir))
   run = workdir / "students" / "no_kd"
-  tuned = distill.tuned_metrics(config, cache, {"no_kd": run})
+  tuned = experiment_lib.tuned_metrics(config, cache, {"no_kd": run})
   assert set(tuned) == {"teacher resnet", "teacher xception", "ensemble", "no_kd"}
   classes = list(cache.info.metadata["classes"])
   for name, t in tuned.items():
@@ -219,9 +219,9 @@ def test_tuned_postprocessing_is_chosen_on_validation_for_every_model(experiment
   assert json.loads((run / "tuned_postprocessing.json").read_text()) == tuned["no_kd"]
   # The grid holds the config's own window and threshold, so no class can do worse on
   # validation than with them.
-  probs, meta = distill.predict_run(run, classes, cache.as_data_source("validation"), config)
-  refs = eval_lib.reference_events(meta["events"], meta["audio_id"], classes)
-  plain = eval_lib.score_predictions(probs, meta["audio_id"], meta["duration"], refs, classes,
+  probs, meta = experiment_lib.predict_run(run, classes, cache.as_data_source("validation"), config)
+  refs = frame_scoring.reference_events(meta["events"], meta["audio_id"], classes)
+  plain = frame_scoring.score_predictions(probs, meta["audio_id"], meta["duration"], refs, classes,
                                      0.08, ml_collections.ConfigDict(dict(
                                          config.eval.to_dict(), psds=False)))
   for c, f1 in zip(classes, tuned["no_kd"]["validation_event_f1"]):
@@ -236,7 +236,7 @@ def test_rerun_reuses_every_stage(experiment):
   # Every run (each teacher, both students at each seed) counted its FLOPs once.
   assert len(kept) == 2 * (len(config.teachers) + 2 * config.student_seeds)
   before = {p: p.stat().st_mtime for p in kept}
-  assert distill.run(config, workdir) == results
+  assert experiment_lib.run(config, workdir) == results
   assert {p: p.stat().st_mtime for p in kept} == before
 
 
@@ -248,7 +248,7 @@ def test_a_kept_cost_for_another_model_is_counted_again(experiment):
   stale = dict(kept, flops_per_clip=1.0, params=1)
   stale["key"] = dict(kept["key"], input_shape=[1, 7, 64])  # Counted for other clips.
   (run / "cost.json").write_text(json.dumps(stale))
-  assert distill.run_cost(distill.student_config(config, 0.0), run) == (
+  assert experiment_lib.run_cost(experiment_lib.student_config(config, distil=False), run) == (
       row["params"], row["flops_per_clip"])
   assert json.loads((run / "cost.json").read_text()) == kept
 
@@ -289,7 +289,7 @@ def test_evaluate_on_a_dcase_folder_agrees_with_the_metrics_module(experiment, t
   from sed_jax import evaluate  # pylint: disable=g-import-not-at-top
   from sed_jax.data import annotations  # pylint: disable=g-import-not-at-top
   from sed_jax.data import synth  # pylint: disable=g-import-not-at-top
-  from sed_jax.evaluation import score  # pylint: disable=g-import-not-at-top
+  from sed_jax.evaluation import event_scoring  # pylint: disable=g-import-not-at-top
   _, workdir, _ = experiment
   (tmp_path / "audio").mkdir()
   reference = {}
@@ -303,8 +303,8 @@ def test_evaluate_on_a_dcase_folder_agrees_with_the_metrics_module(experiment, t
                                      tmp_path / "strong.tsv", out, plots=1)
   assert metrics["model"] == "student_no_kd"
   estimated = annotations.read_strong_tsv(out / "events.tsv")
-  expected = score.score(reference, estimated, durations={f: 4.0 for f in reference},
-                         classes=metrics["classes"])
+  expected = event_scoring.score(reference, estimated, durations={f: 4.0 for f in reference},
+                                 classes=metrics["classes"])
   for key in ("segment_f1_micro", "segment_f1_macro", "segment_er", "event_f1_micro",
               "event_f1_macro", "event_er"):
     assert metrics[key] == pytest.approx(expected[key], abs=1e-9), key
@@ -391,9 +391,9 @@ def test_a_misspelt_variant_stops_the_ablation_before_any_teacher_trains(tmp_pat
 def test_a_changed_teacher_stops_distillation_with_its_name(experiment):
   """Last in the module: it replaces a teacher of the shared experiment."""
   config, workdir, _ = experiment
-  teacher_cfg = distill.teacher_config(config, "xception")
+  teacher_cfg = experiment_lib.teacher_config(config, "xception")
   test_teacher_cache.make_teacher(workdir / "teachers" / "xception", teacher_cfg, seed=9, step=99)
   config.kd.strategy = "mean_prob"
-  with pytest.raises(distill.StaleCacheError, match="xception changed"):
-    distill.build_cache(config, [teacher_cache.Teacher(n, str(workdir / "teachers" / n))
+  with pytest.raises(experiment_lib.StaleCacheError, match="xception changed"):
+    experiment_lib.build_cache(config, [teacher_cache.Teacher(n, str(workdir / "teachers" / n))
                                  for n in config.teachers])

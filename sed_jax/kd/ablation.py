@@ -1,4 +1,4 @@
-"""The KD ablation: which teacher signal helps the student, over seeds (benchmarks/kd_ablation.py).
+"""The KD ablation: which teacher signal helps the student, over seeds (experiments/kd_ablation.py).
 
 Main comparison, every seed: the student without KD, with single-teacher KD from the best
 teacher (highest mean validation F1 over classes, from the teacher cache's metadata: chosen
@@ -24,7 +24,7 @@ from etils import epath
 
 from sed_jax import config_checks
 from sed_jax import config_lib
-from sed_jax import distill
+from sed_jax.kd import experiment
 from sed_jax.evaluation import report
 
 METRICS = (("event_f1_macro", "event F1"), ("segment_f1_macro", "segment F1"),
@@ -136,7 +136,7 @@ def run_name(strategy: str | None, overrides: dict, seed: int, base_seed: int) -
   variant's own `seed=` is the run's seed, named like a planned seed: `--variant=seed=1` is
   `kd_<strategy>_seed1`, and `--variant=seed=<config.seed>` finds the main job's student."""
   seed = overrides.get("seed", seed)
-  name = distill.student_name(strategy)
+  name = experiment.student_name(strategy)
   for k, v in sorted(overrides.items()):
     if k == "seed":
       continue
@@ -145,7 +145,7 @@ def run_name(strategy: str | None, overrides: dict, seed: int, base_seed: int) -
     if isinstance(v, (list, tuple)):
       v = "-".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
     name += f"_{k}{v:g}" if isinstance(v, float) else f"_{k}{v}"
-  return distill.seeded_name(re.sub(r"[^\w.-]+", "-", name), seed, base_seed)
+  return experiment.seeded_name(re.sub(r"[^\w.-]+", "-", name), seed, base_seed)
 
 
 def markdown(rows: list[dict], teacher_rows: list[dict], config) -> str:
@@ -153,7 +153,7 @@ def markdown(rows: list[dict], teacher_rows: list[dict], config) -> str:
            f"{config.total_steps} steps at batch {config.batch_size}, T={config.kd.temperature:g}, "
            f"α={config.kd.alpha:g}, unlabeled data {'on' if config.kd.use_unlabeled else 'off'} "
            "unless the row says otherwise (with unlabeled data a KD student's batch grows by "
-           "their share: distill.batch_with_unlabeled). Students: mean ± sample std over seeds.",
+           "their share: experiment.batch_with_unlabeled). Students: mean ± sample std over seeds.",
            "",
            "| model | seeds | " + " | ".join(label for _, label in METRICS) + " |",
            "|---|---:|" + "---:|" * len(METRICS)]
@@ -179,8 +179,8 @@ def run_ablation(config, workdir: epath.Path, seeds: list[int], strategies: list
   config_checks.check(config)
   for _, strategy, overrides in variants:
     config_checks.check(run_config(config, strategy, overrides, config.seed))
-  teachers = distill.train_teachers(config, workdir)
-  cache = distill.build_cache(config, teachers)
+  teachers = experiment.train_teachers(config, workdir)
+  cache = experiment.build_cache(config, teachers)
   single = best_teacher(cache)
   print(f"teachers: {', '.join(t.name for t in teachers)}; best by validation F1: {single}",
         flush=True)
@@ -199,7 +199,7 @@ def run_ablation(config, workdir: epath.Path, seeds: list[int], strategies: list
     print(f"[{i + 1}/{len(plan)}] {label}, seed {job_config.seed} → students/{name}", flush=True)
   results: dict[str, dict] = {}
   for (label, strategy, overrides, _), name, metrics in zip(
-      plan, names, distill.run_students(config, jobs, names)):
+      plan, names, experiment.run_students(config, jobs, names)):
     arm = results.setdefault(label, dict(arm=label, strategy=strategy, overrides=overrides,
                                          runs=[], metrics=[]))
     arm["runs"].append(name)

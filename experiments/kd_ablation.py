@@ -1,11 +1,11 @@
 r"""KD ablation on the student config's dataset: which teacher signal helps the student, over seeds.
 
-  python benchmarks/kd_ablation.py                          # after (or instead of) the main job
-  python benchmarks/kd_ablation.py --seeds=0,1,2,3,4 --grid=false
-  python benchmarks/kd_ablation.py --config=configs/student.py:smoke --workdir=/tmp/abl
-  python benchmarks/kd_ablation.py --grid=false --seeds=0 --variant='total_steps=2400' \
+  python experiments/kd_ablation.py                          # after (or instead of) the main job
+  python experiments/kd_ablation.py --seeds=0,1,2,3,4 --grid=false
+  python experiments/kd_ablation.py --config=configs/student.py:smoke --workdir=/tmp/abl
+  python experiments/kd_ablation.py --grid=false --seeds=0 --variant='total_steps=2400' \
       --variant='nokd:total_steps=2400' --variant='augment.mixup_prob=0.5'
-  python benchmarks/kd_ablation.py --grid=false --seeds= \
+  python experiments/kd_ablation.py --grid=false --seeds= \
       --variant='nokd:model.overrides.gru_features=64'    # only this student
 
 Main comparison over `--seeds` (>= 3): no KD, single-teacher KD from the best teacher (by
@@ -14,7 +14,7 @@ each of T, α and no unlabeled data; each `--variant` adds one more one-seed stu
 config overrides (schedule, augmentation, strategy; `nokd:` for the student without KD). The plan and its reuse of the main job's workdir (teachers,
 cache and seed-0 students trained once; resumable) are in `sed_jax/ablation.py`.
 
-Writes benchmarks/results/kd_ablation.md (mean ± sample std over seeds, test split) and
+Writes experiments/kd_ablation/kd_ablation.md (mean ± sample std over seeds, test split) and
 kd_ablation.json (every run's metrics); the last line printed is
 `result: kd_gain_event_f1 <best multi-teacher KD − no KD, in points>`.
 """
@@ -30,9 +30,9 @@ from absl import flags
 from etils import epath
 from ml_collections import config_flags
 
-from sed_jax import ablation
+from sed_jax.kd import ablation
 from sed_jax import config_checks
-from sed_jax import distill
+from sed_jax.kd import experiment
 from sed_jax import io_utils
 from sed_jax import metric_writers
 from sed_jax import preemption
@@ -50,7 +50,7 @@ _VARIANTS = flags.DEFINE_multi_string(
     "e.g. 'total_steps=2400', 'kd.alpha=0.9;kd.temperature=2', 'augment.mixup_prob=0.5', "
     "'nokd:total_steps=2400' (without KD), 'model.overrides.gru_features=64' (the student's "
     "architecture). See ablation.parse_variant.")
-_OUT = flags.DEFINE_string("out", str(Path(__file__).parent / "results" / "kd_ablation"),
+_OUT = flags.DEFINE_string("out", str(Path(__file__).parent / "kd_ablation" / "kd_ablation"),
                            "Output path without extension (.md and .json are written).")
 
 
@@ -68,8 +68,8 @@ def main(argv) -> None:
     except config_checks.ConfigError as e:
       sys.exit(f"kd_ablation: {e}")
     # The cache is built (run_ablation made sure): this only opens it.
-    cache = distill.build_cache(config, distill.train_teachers(config, workdir))
-    out["teacher_fit"] = distill.teacher_fit(config, cache)
+    cache = experiment.build_cache(config, experiment.train_teachers(config, workdir))
+    out["teacher_fit"] = experiment.teacher_fit(config, cache)
     table = (ablation.markdown(out["arms"], out["teachers"], config) + "\n" +
              report.teacher_fit_table(out["teacher_fit"]) + "\n")
     path = epath.Path(_OUT.value)
@@ -81,7 +81,7 @@ def main(argv) -> None:
       row["metrics"] = [{k: v for k, v in m.items() if not isinstance(v, (dict, list))}
                         for m in row["metrics"]]
     with io_utils.atomic_write(path.with_suffix(".json")) as f:
-      json.dump(dict(command="python benchmarks/kd_ablation.py " + " ".join(sys.argv[1:]),
+      json.dump(dict(command="python experiments/kd_ablation.py " + " ".join(sys.argv[1:]),
                      workdir=str(workdir), **out), f, indent=2)
     print(table)
     if seeds:  # --seeds= (none) runs only the --variant students: no main comparison.

@@ -1,13 +1,13 @@
 r"""The paper's table on real recordings: every teacher, their ensemble and the student with and
 without distillation, on soundscapes mixed from real UrbanSound8K clips (urbansed_mini).
 
-  python benchmarks/paper_table.py                  # dataset=urbansed_mini, workdir runs/paper
-  python benchmarks/paper_table.py --seeds=0,1,2,3,4
-  python benchmarks/paper_table.py --config=configs/student.py:dataset=urbansed_mini,smoke \
+  python experiments/paper_table.py                  # dataset=urbansed_mini, workdir runs/paper
+  python experiments/paper_table.py --seeds=0,1,2,3,4
+  python experiments/paper_table.py --config=configs/student.py:dataset=urbansed_mini,smoke \
       --workdir=/tmp/paper_smoke --out=/tmp/paper_smoke/table
 
 Two steps, both resumable after a kill and both reusing whatever the workdir holds:
-1. the main experiment (`distill.run`): teachers, teacher cache, the two seed-0 students, the
+1. the main experiment (`experiment.run`): teachers, teacher cache, the two seed-0 students, the
    ensemble, results.json with every model's parameters and FLOPs;
 2. the students over `--seeds` (`ablation.run_ablation`, no grid): no KD, single-teacher KD from
    the best teacher by validation F1, and multi-teacher KD with each of `--strategies`. The
@@ -32,8 +32,8 @@ from absl import flags
 from etils import epath
 from ml_collections import config_flags
 
-from sed_jax import ablation
-from sed_jax import distill
+from sed_jax.kd import ablation
+from sed_jax.kd import experiment
 from sed_jax import io_utils
 from sed_jax import metric_writers
 from sed_jax import preemption
@@ -46,7 +46,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/paper", "The experiment's workdi
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Student seeds (>= 3 for the paper).")
 _STRATEGIES = flags.DEFINE_list("strategies", ["mean_prob", "mean_logit", "class_weighted"],
                                 "Multi-teacher combination strategies, one row each.")
-_OUT = flags.DEFINE_string("out", str(Path(__file__).parent / "results" / "paper_table"),
+_OUT = flags.DEFINE_string("out", str(Path(__file__).parent / "urbansed_mini" / "paper_table"),
                            "Output path without extension (.md and .json are written).")
 
 # (results.json key, test_metrics.json key, column title)
@@ -93,7 +93,7 @@ TUNED_COLUMNS = (("event_f1_macro", "event F1"), ("segment_f1_macro", "segment F
 
 def tuned_table(tuned: dict, arms: list[dict], teachers: list[str]) -> str:
   """Markdown: test metrics with post-processing tuned per class on validation (each model its
-  own median windows and thresholds: distill.tuned_metrics); students as mean ± std."""
+  own median windows and thresholds: experiment.tuned_metrics); students as mean ± std."""
   lines = ["Post-processing tuned per class on the validation split (median window "
            f"{'/'.join(f'{w:g}' for w in tuning.WINDOWS_S)} s x threshold "
            f"{'/'.join(f'{t:g}' for t in tuning.THRESHOLDS)}, each model its own, chosen by "
@@ -132,11 +132,11 @@ def main(argv) -> None:
     start = time.time()
     config, workdir = _CONFIG.value, epath.Path(_WORKDIR.value)  # Local or gs://.
     seeds = [int(s) for s in _SEEDS.value]
-    results = distill.run(config, workdir)
+    results = experiment.run(config, workdir)
     out = ablation.run_ablation(config, workdir, seeds, _STRATEGIES.value, with_grid=False)
     # The cache is built (run_ablation made sure): this only opens it.
-    cache = distill.build_cache(config, distill.train_teachers(config, workdir))
-    tuned = distill.tuned_metrics(config, cache, {
+    cache = experiment.build_cache(config, experiment.train_teachers(config, workdir))
+    tuned = experiment.tuned_metrics(config, cache, {
         run: workdir / "students" / run for arm in out["arms"] for run in arm["runs"]})
     text = (table(results, out["arms"], config) + "\n" +
             tuned_table(tuned, out["arms"], list(config.teachers)) + "\n" +
@@ -154,7 +154,7 @@ def main(argv) -> None:
                   if a["arm"] in {f"multi: {s}" for s in _STRATEGIES.value})
     vs_teacher = 100 * (best_kd - best_teacher_event_f1(results))
     with io_utils.atomic_write(path.with_suffix(".json")) as f:
-      json.dump(dict(command="python benchmarks/paper_table.py " + " ".join(sys.argv[1:]),
+      json.dump(dict(command="python experiments/paper_table.py " + " ".join(sys.argv[1:]),
                      workdir=str(workdir), wall_s_this_call=round(wall, 1), results=results,
                      best_teacher=out["best_teacher"], seeds=seeds, arms=out["arms"],
                      tuned_postprocessing=tuned), f, indent=2)

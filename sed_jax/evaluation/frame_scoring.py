@@ -15,7 +15,7 @@ import numpy as np
 from sed_jax.data.annotations import Event
 from sed_jax.evaluation import metrics
 from sed_jax.evaluation import postprocess
-from sed_jax.evaluation import score as score_lib
+from sed_jax.evaluation import event_scoring
 
 # Keys a config's `eval.metric` may name (the validation score that selects the best checkpoint).
 METRICS = ("event_f1_macro", "event_f1_micro", "segment_f1_macro", "segment_f1_micro", "psds1",
@@ -60,7 +60,7 @@ def score_predictions(frame_probs: np.ndarray, audio_ids: Sequence[str],
       frame_probs, list(audio_ids), frame_hop_s, classes, threshold=cfg.threshold,
       median_window_s=median, lengths=lengths)
   dur = dict(zip(audio_ids, map(float, durations)))
-  out = score_lib.score(references, estimated, durations=dur, classes=list(classes))
+  out = event_scoring.score(references, estimated, durations=dur, classes=list(classes))
   if cfg.psds:
     # PSDS is defined over classes with ground truth (TPR needs events): score those columns.
     labels = {e.label for evs in references.values() for e in evs}

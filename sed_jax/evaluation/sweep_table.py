@@ -1,28 +1,20 @@
-r"""Many finished runs in one markdown table and one plot of a metric against the batch size.
-
-  python -m sed_jax.evaluation.collect runs/sweep_*                       # prints the table
-  python -m sed_jax.evaluation.collect runs/sweep_* --out=reports/large_batch \
-      --metric=psds1 --x=batch_size
+"""Finished training runs as one table (seeds averaged) and one plot of a metric against a
+setting: the library behind `python -m sed_jax.collect`.
 
 For large-batch ablations (`configs/student.py:get_sweep("large_batch")`, launched by
-launch/tpu_vm.sh sweep): each RUN_DIR is a training run (its config.json and test_metrics.json).
-Runs that differ only by seed are one row, mean ± sample std. An unfinished run (no
-test_metrics.json) is listed as such, never silently dropped. With --out, writes <out>.md and
-<out>.png (the metric against --x, log2 axis for batch sizes, error bars over seeds).
+launch/tpu_vm.sh sweep): each run folder holds its config.json and test_metrics.json. Runs that
+differ only by seed are one row, mean ± sample std. An unfinished run (no test_metrics.json) is
+listed as such, never silently dropped.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from absl import app
-from absl import flags
 from etils import epath
 
-from sed_jax import io_utils
 from sed_jax.evaluation import report
 
 METRIC_COLUMNS = (("event_f1_macro", "event F1"), ("segment_f1_macro", "segment F1"),
@@ -31,7 +23,7 @@ METRIC_COLUMNS = (("event_f1_macro", "event F1"), ("segment_f1_macro", "segment 
 SETTINGS = (("batch_size", "batch_size"), ("total_steps", "total_steps"),
             ("optim", "optim.name"), ("lr", "optim.lr"), ("lr_scaling", "optim.lr_scaling"),
             ("warmup_examples", "optim.warmup_examples"), ("arch", "model.arch"),
-            ("alpha", "loss.alpha"))
+            ("kd_loss", "kd.loss"), ("alpha", "kd.alpha"), ("temperature", "kd.temperature"))
 
 
 def _get(config: dict, dotted: str):
@@ -96,31 +88,3 @@ def plot(runs: Sequence[dict], metric: str, x: str, out: epath.PathLike) -> epat
   vals = [[m[metric] for m in g["metrics"] if m.get(metric) is not None] for g in groups]
   return report.plot_sweep([g["settings"][x] for g in groups], vals, x, f"test {metric}", out,
                            log2_x=x == "batch_size")
-
-
-_OUT = flags.DEFINE_string("out", "", "Write <out>.md and <out>.png (default: print the table).")
-_METRIC = flags.DEFINE_enum("metric", "event_f1_macro", [k for k, _ in METRIC_COLUMNS],
-                            "The plotted metric.")
-_X = flags.DEFINE_enum("x", "batch_size", [k for k, _ in SETTINGS], "The plot's x axis.")
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) < 2:
-    raise app.UsageError("Pass one or more run folders.")
-  try:
-    runs = [read_run(r) for r in argv[1:]]
-  except FileNotFoundError as e:
-    sys.exit(f"collect: {e}")
-  table = markdown(runs)
-  print(table)
-  if _OUT.value:
-    out = epath.Path(_OUT.value)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with io_utils.atomic_write(out.with_suffix(".md")) as f:
-      f.write(table)
-    png = plot(runs, _METRIC.value, _X.value, out.with_suffix(".png"))
-    print(f"wrote {out.with_suffix('.md')} and {png}")
-
-
-if __name__ == "__main__":
-  app.run(main)

@@ -1,8 +1,8 @@
 r"""Builds one dataset as TFDS array_record files and prints what went into it.
 
-  python -m sed_jax.data.build --dataset=synth_sed
-  python -m sed_jax.data.build --dataset=dcase_folder --root=/data/my_sed --on_error=skip
-  python -m sed_jax.data.build --dataset=desed --root=/data/DESED --classes=Speech,Dog,...
+  python -m sed_jax.build --dataset=synth_sed
+  python -m sed_jax.build --dataset=dcase_folder --root=/data/my_sed --on_error=skip
+  python -m sed_jax.build --dataset=desed --root=/data/DESED --classes=Speech,Dog,...
 
 A finished build is reused (same name and fingerprint); a killed build leaves only an
 `incomplete.*` folder, which is never read and is removed by the next build.
