@@ -7,7 +7,7 @@ Prints overall and class-wise tables, or with --json one JSON object (keys segme
 e.g. segment_f1_micro, segment_f1_macro, segment_er, event_f1_macro, event_f1_micro, event_er,
 and a class_wise map {class: {"segment": {...}, "event": {...}}}). Undefined values (for example
 the recall of a class with no reference event) are null, never NaN; macro averages are over the
-classes that have reference events (see sed_jax/evaluation/metrics.py).
+classes that have reference events (see sed_jax/evaluation/metrics/).
 
 Evaluated files: those of the reference (a file without events is listed with an empty row) and,
 with --audio_durations, also every file of the durations TSV (evaluated as a file without

@@ -5,7 +5,7 @@ metric dicts every evaluation returns: keys segment_* and event_* (segment_f1_mi
 segment_f1_macro, segment_er, event_f1_macro, event_f1_micro, event_er) and a class_wise map
 {class: {"segment": {...}, "event": {...}}}. Undefined values (for example the recall of a class
 with no reference event) are None, never NaN; macro averages are over the classes that have
-reference events (metrics.py). The numbers equal sed_eval's with DCASE task 4 settings (1 s
+reference events (metrics/). The numbers equal sed_eval's with DCASE task 4 settings (1 s
 segments; 200 ms onset collar, offset collar max(200 ms, 20 %)).
 """
 

@@ -12,7 +12,7 @@ How the references are driven, and why:
   class ignores that constructor argument, so the attribute is set after construction.
 - Our macro averages are over classes with reference events; sed_eval's `nanmean`s are over
   other sets when some class is absent, so there we compare against the mean of sed_eval's
-  class-wise values over our classes (see metrics.py's docstring).
+  class-wise values over our classes (see the metrics package docstring).
 - sed_eval's `percentage_of_length` defaults to 0.5, DCASE's (and ours) is 0.2: both tested.
 - sed_scores_eval refuses overlapping same-class ground truth; we merge it, so it is given the
   merged events. With pandas >= 3 its Cython detector receives read-only arrays and fails, so it
@@ -28,6 +28,7 @@ import pytest
 
 from sed_jax.data.annotations import Event
 from sed_jax.evaluation import metrics
+from sed_jax.evaluation.metrics import psd
 
 sed_eval = pytest.importorskip("sed_eval", reason="differential tests need the `test` extra")
 sed_scores_eval = pytest.importorskip("sed_scores_eval",
@@ -475,7 +476,7 @@ def test_psds_is_the_same_in_small_chunks(monkeypatch):
   rng = np.random.default_rng(10)
   sets = [random_scores(rng) for _ in range(10)]
   whole = [metrics.psd_roc(s, g, d, c, **PSDS_SETTINGS["psds2"]) for c, s, g, d in sets]
-  monkeypatch.setattr(metrics, "_PSDS_CHUNK", 40)
+  monkeypatch.setattr(psd, "_PSDS_CHUNK", 40)
   for (c, s, g, d), expected in zip(sets, whole):
     result = metrics.psd_roc(s, g, d, c, **PSDS_SETTINGS["psds2"])
     assert result.psds == expected.psds and result.class_psds == expected.class_psds
