@@ -45,7 +45,9 @@ _CLIPS = flags.DEFINE_integer("clips", 200, "Soundscapes per test set.")
 _SETS = flags.DEFINE_list("sets", ["same_recipe", "low_snr", "new_backgrounds", "dense"],
                           "Which test sets to mix and score.")
 
-METRICS = ("event_f1", "segment_f1", "psds1", "psds2")
+# Our name → evaluate_folder's key (the same as results.json's rows: kd.experiment.ROW_METRICS).
+METRICS = {"event_f1": "event_f1_macro", "segment_f1": "segment_f1_macro", "psds1": "psds1",
+           "psds2": "psds2"}
 SAMPLE_RATE = 16000
 
 
@@ -149,7 +151,7 @@ def main(argv):
       metrics = evaluate_cmd.evaluate_folder(workdir, model, folder / "audio",
                                              folder / "strong.tsv", out / name / "eval" / model,
                                              plots=0)
-      rows[model] = {m: metrics[m] for m in METRICS}
+      rows[model] = {m: metrics[key] for m, key in METRICS.items()}
       logging.info("%s %s: event F1 %.3f", name, model, rows[model]["event_f1"])
     every[name] = rows
     summary[name] = summarise(rows, workdir)

@@ -203,7 +203,7 @@ def batch_with_unlabeled(batch_size: int, labelled: int, unlabeled: int, devices
   It grows by their share, so that each step still sees `batch_size` labelled clips on average
   (as many as the no-KD student at the same step) plus unlabeled ones that teach through the KD
   term only. Mixed into the same batch instead, unlabeled clips took slots from labelled ones
-  and cost more than they taught (README, "Distillation"). Rounded up to a multiple of
+  and cost more than they taught (docs/distillation.md). Rounded up to a multiple of
   `devices`.
   """
   grown = batch_size * (labelled + unlabeled) / max(labelled, 1)
