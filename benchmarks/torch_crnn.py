@@ -25,7 +25,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from sed_jax.models import crnn as flax_crnn
-from sed_jax.models import layers as flax_layers
+from sed_jax.models import blocks as flax_blocks
 
 # Flax's BatchNorm: running = 0.99 * running + 0.01 * batch, eps 1e-5.
 _BN = dict(eps=1e-5, momentum=0.01)
@@ -38,7 +38,7 @@ def _bn(c: int) -> nn.BatchNorm2d:
 
 def pool_stage(x: torch.Tensor, time: int) -> torch.Tensor:
   """Max-pools [B, C, T, F] by `time` along time and by 2 along frequency while F >= 2 (as
-  `layers.pool_stage`: non-overlapping windows, remainders dropped)."""
+  `blocks.pool_stage`: non-overlapping windows, remainders dropped)."""
   freq = 2 if x.shape[3] >= 2 else 1
   if time == 1 and freq == 1:
     return x
@@ -139,7 +139,7 @@ def _stem_pool(fe) -> tuple[int, int]:
 
 
 def _time_pools(fe) -> list[int]:
-  return flax_layers.time_pool_factors(fe.time_pool // _stem_pool(fe)[0], len(fe.widths))
+  return flax_blocks.time_pool_factors(fe.time_pool // _stem_pool(fe)[0], len(fe.widths))
 
 
 def from_flax(model: flax_crnn.CRNN, mels: int = 64) -> CRNN:

@@ -58,7 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.dataset = config_lib.dataset_config(arg.dataset, smoke=arg.smoke)
   c.features = config_lib.feature_config()
-  c.model = dict(arch="student", dtype="float32", overrides={})
+  c.model = dict(arch="student", dtype="float32", overrides={},
+                 # auto: XLA:CPU fast-path kernels on CPU, native ops elsewhere; off: stock ops.
+                 cpu_kernels="auto")
   c.optim.lr = 3e-3
   if cpu:
     # Updates, not examples, limit these short CPU schedules: batch 16 with a high learning
@@ -105,7 +107,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Shared by every teacher (each gets its arch from c.teachers).
   c.teacher = config_lib.training_config(smoke=arg.smoke)
-  c.teacher.model = dict(arch="", dtype="float32", overrides={})
+  c.teacher.model = dict(arch="", dtype="float32", overrides={},
+                         cpu_kernels="auto")  # As model.cpu_kernels: auto | off.
   c.teacher.arch_overrides = {}  # arch → model overrides for that teacher only.
   if arg.smoke:
     c.teacher.arch_overrides = SMOKE_TEACHERS

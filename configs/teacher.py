@@ -22,7 +22,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.dataset = config_lib.dataset_config(arg.dataset, smoke=arg.smoke)
   c.features = config_lib.feature_config()
-  c.model = dict(arch=arg.arch, dtype="float32", overrides={})
+  c.model = dict(arch=arg.arch, dtype="float32", overrides={},
+                 # auto: XLA:CPU fast-path kernels on CPU, native ops elsewhere; off: stock ops.
+                 cpu_kernels="auto")
   return c
 
 

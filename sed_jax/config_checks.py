@@ -76,6 +76,10 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
       yield f"{prefix}model.overrides: {problem}."
   if c.model.dtype not in ("float32", "bfloat16"):
     yield f"{prefix}model.dtype={c.model.dtype!r} must be float32 or bfloat16."
+  cpu_kernels = c.model.get("cpu_kernels", "auto")  # Absent from older saved run configs.
+  if cpu_kernels not in crnn.CPU_KERNELS:
+    yield (f"{prefix}model.cpu_kernels={cpu_kernels!r} is not one of {crnn.CPU_KERNELS} "
+           "('auto': XLA:CPU fast paths on CPU, native ops elsewhere; 'off': stock ops).")
   e = c.eval
   if e.metric not in frame_scoring.METRICS:
     yield f"{prefix}eval.metric={e.metric!r} is not one of {sorted(frame_scoring.METRICS)}."

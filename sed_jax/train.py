@@ -122,7 +122,7 @@ def make_optimizer(cfg, total_steps: int, batch_size: int | None = None
 
 
 def model_from_config(config, num_classes: int):
-  """The Flax module of `config.model` (architecture, widths, compute dtype).
+  """The Flax module of `config.model` (architecture, widths, compute dtype, CPU kernels).
 
   The model pools time by `config.features.time_pool`, the rate the dataset's targets have.
   """
@@ -132,7 +132,10 @@ def model_from_config(config, num_classes: int):
     raise ValueError(f"Config key model.dtype={m.dtype!r} is not one of {sorted(dtypes)}.")
   overrides = dict(m.overrides) if m.get("overrides") else {}
   overrides.setdefault("time_pool", config.features.time_pool)
-  return crnn.make_model(m.arch, num_classes, dtype=dtypes[m.dtype], **overrides)
+  # Run configs saved before the key existed lack it: they ran what "auto" runs.
+  cpu_kernels = m.get("cpu_kernels", "auto")
+  return crnn.make_model(m.arch, num_classes, dtype=dtypes[m.dtype], cpu_kernels=cpu_kernels,
+                         **overrides)
 
 
 def init_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...]) -> TrainState:

@@ -30,12 +30,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sed_jax.models import layers
+from sed_jax.models import blocks
+from sed_jax.models import cpu_kernels as kernels
 
 Dtype = Any
 Array = jax.Array
 
 POOLINGS = ("attention", "linear_softmax", "max")
+# The values of `cpu_kernels` (`model.cpu_kernels` in configs): "auto" runs the XLA:CPU fast
+# paths of `cpu_kernels` on CPU, "off" the stock flax/lax ops everywhere (same parameters).
+CPU_KERNELS = kernels.MODES
 
 # A finite stand-in for log(0) on masked frames: exp() of it is exactly 0 in float32, and unlike
 # -inf it cannot make NaNs in gradients (inf - inf).
@@ -124,7 +128,10 @@ class FrontEnd(nn.Module):
   `stem_pool` = (time, frequency) pools right after the stem, before any stage: on a CPU the
   full-resolution activations of the first stages cost most of a step (memory traffic, not
   FLOPs), so the small models of the CPU configs pool there; its time factor counts towards
-  `time_pool`, which stays the front-end's total time pooling."""
+  `time_pool`, which stays the front-end's total time pooling.
+
+  `cpu_kernels` ("auto" | "off") goes to every block, pooling and BatchNorm of the front-end
+  (`make_model` sets it to the CRNN's)."""
 
   widths: Sequence[int] = ()
   time_pool: int = 4
@@ -133,6 +140,7 @@ class FrontEnd(nn.Module):
   pool_kind: str = "max"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cpu_kernels: str = "auto"
 
   def stem(self, x: Array, train: bool) -> Array:
     return x
@@ -142,27 +150,29 @@ class FrontEnd(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
-    layers.check_widths(f"{type(self).__name__}.widths", self.widths)
+    blocks.check_widths(f"{type(self).__name__}.widths", self.widths)
     x = self.stem(x[..., None].astype(self.dtype), train)
     stem_time, stem_freq = stem_pool_factors(self.stem_pool, self.time_pool)
     if (stem_time, stem_freq) != (1, 1):
-      x = layers.window_pool(x, (stem_time, stem_freq), self.pool_kind)
-    stage_pools = layers.time_pool_factors(self.time_pool // stem_time, len(self.widths))
+      x = kernels.window_pool(x, (stem_time, stem_freq), self.pool_kind, self.cpu_kernels)
+    stage_pools = blocks.time_pool_factors(self.time_pool // stem_time, len(self.widths))
     for i, t in enumerate(stage_pools):
-      x = layers.pool_stage(self.stage(i, x, train), t, self.pool_kind)
+      x = blocks.pool_stage(self.stage(i, x, train), t, self.pool_kind, self.cpu_kernels)
       x = nn.Dropout(self.conv_dropout, deterministic=not train)(x)
     return jnp.mean(x, axis=2)
 
   # Helpers for the subclasses' stems.
   def conv_bn_relu(self, x: Array, features: int, train: bool, name: str) -> Array:
-    x = layers.Conv(features, (3, 3), use_bias=False, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name=f"{name}_conv")(x)
-    x = layers.BatchNorm(use_running_average=not train, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name=f"{name}_bn")(x)
+    x = kernels.conv_module(self.cpu_kernels)(features, (3, 3), use_bias=False,
+                                              dtype=self.dtype, param_dtype=self.param_dtype,
+                                              name=f"{name}_conv")(x)
+    x = blocks.BatchNorm(use_running_average=not train, dtype=self.dtype,
+                         param_dtype=self.param_dtype, cpu_kernels=self.cpu_kernels,
+                         name=f"{name}_bn")(x)
     return nn.relu(x)
 
   def block_kwargs(self) -> dict[str, Any]:
-    return dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    return dict(dtype=self.dtype, param_dtype=self.param_dtype, cpu_kernels=self.cpu_kernels)
 
 
 class GatedFrontEnd(FrontEnd):
@@ -173,7 +183,7 @@ class GatedFrontEnd(FrontEnd):
   conv_dropout: float = 0.5
 
   def stage(self, i, x, train):
-    return layers.GLUBlock(self.widths[i], self.kernel_size, **self.block_kwargs(),
+    return blocks.GLUBlock(self.widths[i], self.kernel_size, **self.block_kwargs(),
                            name=f"block{i}")(x, train)
 
 
@@ -189,7 +199,7 @@ class ResNetFrontEnd(FrontEnd):
 
   def stage(self, i, x, train):
     for j in range(per_stage(self.blocks_per_stage, len(self.widths), "blocks_per_stage")[i]):
-      x = layers.ResidualBlock(self.widths[i], **self.block_kwargs(),
+      x = blocks.ResidualBlock(self.widths[i], **self.block_kwargs(),
                                name=f"stage{i}_block{j}")(x, train)
     return x
 
@@ -213,9 +223,9 @@ class DenseNetFrontEnd(FrontEnd):
   def stage(self, i, x, train):
     num_layers = per_stage(self.layers_per_block, len(self.widths), "layers_per_block")[i]
     growth = per_stage(self.growth, len(self.widths), "growth")[i]
-    x = layers.DenseBlock(num_layers, growth, self.bottleneck, **self.block_kwargs(),
+    x = blocks.DenseBlock(num_layers, growth, self.bottleneck, **self.block_kwargs(),
                           name=f"dense{i}")(x, train)
-    return layers.Transition(self.widths[i], **self.block_kwargs(),
+    return blocks.Transition(self.widths[i], **self.block_kwargs(),
                              name=f"transition{i}")(x, train)
 
 
@@ -231,7 +241,7 @@ class InceptionFrontEnd(FrontEnd):
 
   def stage(self, i, x, train):
     for j in range(per_stage(self.blocks_per_stage, len(self.widths), "blocks_per_stage")[i]):
-      x = layers.InceptionBlock(self.widths[i], **self.block_kwargs(),
+      x = blocks.InceptionBlock(self.widths[i], **self.block_kwargs(),
                                 name=f"stage{i}_block{j}")(x, train)
     return x
 
@@ -249,7 +259,7 @@ class XceptionFrontEnd(FrontEnd):
     return self.conv_bn_relu(x, self.stem_width, train, "stem")
 
   def stage(self, i, x, train):
-    return layers.XceptionBlock(self.widths[i], self.convs_per_block, self.kernel_size,
+    return blocks.XceptionBlock(self.widths[i], self.convs_per_block, self.kernel_size,
                                 **self.block_kwargs(), name=f"block{i}")(x, train)
 
 
@@ -271,6 +281,9 @@ class CRNN(nn.Module):
     gru_unroll: `lax.scan` unroll factor of the GRUs (a speed knob; same numbers).
     dtype: computation dtype (e.g. jnp.bfloat16); param_dtype: parameter dtype. Outputs are
       float32 either way.
+    cpu_kernels: "auto" (the XLA:CPU fast paths of `cpu_kernels` on CPU, native ops elsewhere)
+      or "off" (stock flax/lax ops everywhere); same parameters. The front-end must have the
+      same value (`make_model` sets both).
   """
 
   num_classes: int
@@ -283,6 +296,7 @@ class CRNN(nn.Module):
   gru_unroll: int | bool = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cpu_kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False,
@@ -293,10 +307,15 @@ class CRNN(nn.Module):
       raise ValueError(f"CRNN expects log-mel [batch, frames, mels], got shape {x.shape}")
     if self.pooling not in POOLINGS:
       raise ValueError(f"unknown pooling {self.pooling!r}; known: {', '.join(POOLINGS)}")
+    fe_kernels = getattr(self.frontend, "cpu_kernels", self.cpu_kernels)
+    if fe_kernels != self.cpu_kernels:
+      raise ValueError(f"CRNN.cpu_kernels={self.cpu_kernels!r} but its front-end has "
+                       f"{fe_kernels!r}: build both with make_model(..., cpu_kernels=...)")
     x = x.astype(jnp.float32)
     if self.input_norm:
-      x = layers.BatchNorm(use_running_average=not train, dtype=jnp.float32,
-                           param_dtype=self.param_dtype, name="input_norm")(x)
+      x = blocks.BatchNorm(use_running_average=not train, dtype=jnp.float32,
+                           param_dtype=self.param_dtype, cpu_kernels=self.cpu_kernels,
+                           name="input_norm")(x)
     h = self.frontend(x.astype(self.dtype), train=train)
     t_out = x.shape[1] // self.frontend.time_pool
     if t_out < 1:
@@ -309,7 +328,7 @@ class CRNN(nn.Module):
 
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     for i in range(self.gru_layers):
-      h = layers.BiGRU(self.gru_features, unroll=self.gru_unroll, dtype=self.dtype,
+      h = blocks.BiGRU(self.gru_features, unroll=self.gru_unroll, dtype=self.dtype,
                        param_dtype=self.param_dtype, name=f"bigru{i}")(h, frame_mask)
     h = nn.Dropout(self.dropout, deterministic=not train)(h).astype(jnp.float32)
     # The heads are tiny ([B, T_out, 2H] x [2H, C]) and make the logits that the losses and the
@@ -352,8 +371,9 @@ def _fields(cls) -> set[str]:
 
 def _override_fields(arch: str) -> tuple[set[str], set[str]]:
   """The attribute names `make_model` can override: the CRNN's and the front-end's."""
-  crnn_fields = _fields(CRNN) - {"num_classes", "frontend", "dtype", "param_dtype"}
-  return crnn_fields, _fields(ARCHS[arch][0]) - {"dtype", "param_dtype"}
+  fixed = {"dtype", "param_dtype", "cpu_kernels"}  # make_model's own arguments.
+  crnn_fields = _fields(CRNN) - {"num_classes", "frontend"} - fixed
+  return crnn_fields, _fields(ARCHS[arch][0]) - fixed
 
 
 def override_problem(arch: str, overrides) -> str | None:
@@ -370,7 +390,8 @@ def override_problem(arch: str, overrides) -> str | None:
 
 
 def make_model(arch: str, num_classes: int, *, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, **overrides: Any) -> CRNN:
+               param_dtype: Dtype = jnp.float32, cpu_kernels: str = "auto",
+               **overrides: Any) -> CRNN:
   """The CRNN named `arch` (one of ARCHS) with `num_classes` outputs.
 
   `overrides` set any attribute of the CRNN (gru_features, gru_layers, dropout, pooling,
@@ -378,17 +399,21 @@ def make_model(arch: str, num_classes: int, *, dtype: Dtype = jnp.float32,
   stem_width, ...), so configs can scale widths and depths; an unknown name is an error that
   lists the valid ones. Lists become tuples (configs hold lists; module attributes should be
   immutable). `dtype` is the computation dtype of every layer; parameters are `param_dtype`.
+  `cpu_kernels` (one of CPU_KERNELS) goes to the CRNN and its front-end: "auto" takes the
+  XLA:CPU fast paths on CPU, "off" stock flax/lax ops; the parameters are the same.
   """
   if arch not in ARCHS:
     raise ValueError(f"unknown model arch {arch!r}; known: {', '.join(ARCHS)}")
+  kernels.check_mode(cpu_kernels)
   problem = override_problem(arch, overrides)
   if problem:
     raise ValueError(problem)
   fe_cls, fe_defaults, crnn_defaults = ARCHS[arch]
   crnn_fields, fe_fields = _override_fields(arch)
   overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-  dtypes = dict(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype))
+  shared = dict(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype),
+                cpu_kernels=cpu_kernels)  # The CRNN's and its front-end's.
   fe_kwargs = {**fe_defaults, **{k: v for k, v in overrides.items() if k in fe_fields}}
   crnn_kwargs = {**crnn_defaults, **{k: v for k, v in overrides.items() if k in crnn_fields}}
-  frontend = fe_cls(**fe_kwargs, **dtypes)
-  return CRNN(num_classes=num_classes, frontend=frontend, **crnn_kwargs, **dtypes)
+  frontend = fe_cls(**fe_kwargs, **shared)
+  return CRNN(num_classes=num_classes, frontend=frontend, **crnn_kwargs, **shared)

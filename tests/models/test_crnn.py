@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sed_jax.models import crnn
-from sed_jax.models import layers
+from sed_jax.models import blocks
 from sed_jax.models import cost
 
 C = 3
@@ -202,7 +202,7 @@ def test_clip_pooling_is_finite_for_confident_frames_and_respects_the_mask(pooli
 def test_scan_aware_flops_count_every_time_step():
   """XLA counts a scan body once; the corrected count of T frames is T x the one-frame count
   (up to the loop counter), which plain XLA undercounts."""
-  model = layers.BiGRU(4)
+  model = blocks.BiGRU(4)
 
   def flops(count, frames):
     x = jax.ShapeDtypeStruct((1, frames, 3), jnp.float32)

@@ -216,6 +216,11 @@ CONFIG_CASES = {
     "misspelt teacher attribute": ({"teacher.arch_overrides.resnet.widthz": [8]},
                                    "teacher.arch_overrides.resnet: unknown model overrides "
                                    "['widthz'] for arch 'resnet'"),
+    "unknown CPU kernel setting": ({"model.cpu_kernels": "on"},
+                                   "model.cpu_kernels='on' is not one of ('auto', 'off')"),
+    "unknown teacher CPU kernel setting": ({"teacher.model.cpu_kernels": "xla"},
+                                           "teacher.model.cpu_kernels='xla' is not one of "
+                                           "('auto', 'off')"),
 }
 
 

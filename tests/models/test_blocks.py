@@ -1,5 +1,6 @@
-"""GRU against a step-by-step numpy reference, the scan's structure, the pooling helpers, and
-the CPU paths of convolution, pooling and BatchNorm against the lax / flax ops they replace."""
+"""sed_jax.models.blocks: the GRU against a step-by-step numpy reference, the scan's structure,
+the pooling helpers, and BatchNorm against `nn.BatchNorm` under both `cpu_kernels` settings.
+(The kernels themselves, and whole models under both settings: test_cpu_kernels.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sed_jax.models import layers
+from sed_jax.models import blocks
 
 B, T, D, H = 2, 7, 3, 5
 
@@ -56,7 +57,7 @@ def test_bigru_matches_step_by_step_reference():
   rng = np.random.default_rng(0)
   x = rng.normal(size=(B, T, D)).astype(np.float32)
   fwd, bwd = _random_torch_style_params(rng), _random_torch_style_params(rng)
-  model = layers.BiGRU(H)
+  model = blocks.BiGRU(H)
   variables = model.init(jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, variables["params"]["forward"]) == jax.tree.map(
       jnp.shape, _as_flax(fwd))
@@ -76,7 +77,7 @@ def test_masked_frames_do_not_feed_the_state():
   p = _random_torch_style_params(rng)
   params = {"forward": _as_flax(p), "backward": _as_flax(p)}
   mask = np.arange(T)[None] < valid
-  got = np.asarray(layers.BiGRU(H).apply({"params": params}, x, mask))[:, :valid]
+  got = np.asarray(blocks.BiGRU(H).apply({"params": params}, x, mask))[:, :valid]
   want = np.concatenate([reference_gru(x[:, :valid], **p),
                          reference_gru(x[:, :valid], **p, reverse=True)], -1)
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
@@ -105,7 +106,7 @@ def _dots(jaxpr):
 def test_input_projection_is_outside_the_scan():
   """The scan body holds only the recurrent matmul [B, H] x [H, 3H]; the input projection of
   all frames at once ([B, T, D] x [D, 3H]) happens before it."""
-  model = layers.GRU(H)
+  model = blocks.GRU(H)
   x = jnp.zeros((B, T, D))
   variables = model.init(jax.random.key(0), x)
   jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, x).jaxpr
@@ -117,7 +118,7 @@ def test_input_projection_is_outside_the_scan():
 
 
 def test_recurrent_kernel_is_orthogonal_per_gate():
-  w = layers.stacked_orthogonal(3)(jax.random.key(0), (H, 3 * H))
+  w = blocks.stacked_orthogonal(3)(jax.random.key(0), (H, 3 * H))
   for g in np.split(np.asarray(w), 3, axis=1):
     np.testing.assert_allclose(g.T @ g, np.eye(H), atol=1e-5)
 
@@ -126,24 +127,22 @@ def test_recurrent_kernel_is_orthogonal_per_gate():
     (4, 7, [2, 2, 1, 1, 1, 1, 1]), (1, 3, [1, 1, 1]), (8, 2, [2, 4]), (6, 4, [2, 3, 1, 1]),
     (4, 1, [4])])
 def test_time_pool_factors(time_pool, stages, want):
-  assert layers.time_pool_factors(time_pool, stages) == want
+  assert blocks.time_pool_factors(time_pool, stages) == want
 
 
 def test_time_pool_factors_rejects_bad_values():
   with pytest.raises(ValueError, match="time_pool"):
-    layers.time_pool_factors(0, 3)
+    blocks.time_pool_factors(0, 3)
 
 
 def test_pool_stage_halves_frequency_until_one_bin_and_floors_time():
   x = jnp.zeros((1, 18, 3, 2))
-  assert layers.pool_stage(x, 4).shape == (1, 4, 1, 2)
-  assert layers.pool_stage(jnp.zeros((1, 18, 1, 2)), 2, "avg").shape == (1, 9, 1, 2)
+  assert blocks.pool_stage(x, 4).shape == (1, 4, 1, 2)
+  assert blocks.pool_stage(jnp.zeros((1, 18, 1, 2)), 2, "avg").shape == (1, 9, 1, 2)
 
 
 # ---------------------------------------------------------------------------------------------
-# The CPU paths of convolution, pooling and BatchNorm against the lax / flax ops they replace.
-
-_NHWC = ("NHWC", "HWIO", "NHWC")
+# BatchNorm against flax's.
 
 
 def _values_and_grads(f, *args):
@@ -158,51 +157,14 @@ def _assert_close(got, want):
   jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5), got, want)
 
 
-@pytest.mark.parametrize("kernel_shape,groups", [
-    ((1, 1, 3, 4), 1),  # pointwise: a matmul
-    ((3, 3, 1, 3), 3),  # depthwise: shifted sums
-    ((3, 3, 1, 4), 1),  # one input channel: im2col
-    ((1, 3, 1, 2), 1),  # an uneven window, im2col
-    ((3, 3, 2, 4), 1),  # too deep for im2col: XLA's convolution
-])
-def test_conv_paths_match_lax_conv(kernel_shape, groups):
-  x = jax.random.normal(jax.random.key(0), (2, 5, 4, kernel_shape[2] * groups))
-  kernel = jax.random.normal(jax.random.key(1), kernel_shape)
-  dn = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, _NHWC)
-  want = _values_and_grads(lambda x, k: jax.lax.conv_general_dilated(
-      x, k, (1, 1), "SAME", dimension_numbers=dn, feature_group_count=groups), x, kernel)
-  _assert_close(_values_and_grads(lambda x, k: layers._cpu_conv(x, k, groups), x, kernel), want)
-  _assert_close(_values_and_grads(lambda x, k: layers.conv_general_dilated(
-      x, k, (1, 1), "SAME", dimension_numbers=dn, feature_group_count=groups), x, kernel), want)
-
-
-def test_conv_module_has_the_parameters_of_nn_conv():
-  x = jax.random.normal(jax.random.key(0), (1, 4, 4, 2))
-  for kwargs in (dict(features=3, kernel_size=(3, 3)),
-                 dict(features=2, kernel_size=(3, 3), feature_group_count=2, use_bias=False)):
-    ours = layers.Conv(**kwargs).init(jax.random.key(1), x)
-    theirs = nn.Conv(**kwargs).init(jax.random.key(1), x)
-    _assert_close(ours, theirs)
-    np.testing.assert_allclose(layers.Conv(**kwargs).apply(ours, x),
-                               nn.Conv(**kwargs).apply(theirs, x), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("kind", ["max", "avg"])
-@pytest.mark.parametrize("window", [(2, 2), (1, 2), (3, 1)])
-def test_window_pool_matches_flax_pooling(kind, window):
-  x = jax.random.normal(jax.random.key(0), (2, 7, 5, 3))  # Odd sizes: remainders are dropped.
-  flax_pool = nn.max_pool if kind == "max" else nn.avg_pool
-  want = _values_and_grads(lambda x: flax_pool(x, window, strides=window, padding="VALID"), x)
-  _assert_close(_values_and_grads(lambda x: layers.window_pool(x, window, kind), x), want)
-
-
+@pytest.mark.parametrize("cpu_kernels", ["auto", "off"])
 @pytest.mark.parametrize("shape", [(2, 6, 5), (2, 3, 4, 3)])
-def test_batchnorm_matches_flax_batchnorm(shape):
+def test_batchnorm_matches_flax_batchnorm(shape, cpu_kernels):
   x = jax.random.normal(jax.random.key(0), shape) * 2.0 + 1.0
   params = {"scale": jax.random.normal(jax.random.key(1), shape[-1:]),
             "bias": jax.random.normal(jax.random.key(2), shape[-1:])}
   stats = {"mean": jnp.full(shape[-1:], 0.5), "var": jnp.full(shape[-1:], 2.0)}
-  ours, theirs = layers.BatchNorm(), nn.BatchNorm()
+  ours, theirs = blocks.BatchNorm(cpu_kernels=cpu_kernels), nn.BatchNorm()
   assert (jax.tree.structure(ours.init(jax.random.key(3), x, use_running_average=False))
           == jax.tree.structure(theirs.init(jax.random.key(3), x, use_running_average=False)))
 

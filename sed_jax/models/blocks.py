@@ -1,11 +1,14 @@
-"""Building blocks of the CRNNs: a GRU whose scan does only the recurrence, conv blocks, and
-the convolution, pooling and BatchNorm that the blocks use (fast paths for XLA:CPU, same
-parameters and numbers as `nn.Conv`, `nn.max_pool` / `nn.avg_pool` and `nn.BatchNorm`).
+"""Building blocks of the CRNNs: a GRU whose scan does only the recurrence, BatchNorm, the
+conv blocks of the front-ends and their pooling helpers. The convolution, pooling and
+BatchNorm arithmetic they compute with are `cpu_kernels`' (XLA:CPU fast paths, same parameters
+and numbers as `nn.Conv`, `nn.max_pool` / `nn.avg_pool` and `nn.BatchNorm`).
 
 Layout: convolutional blocks see `[B, T, F, C]` (time, frequency, channels: NHWC with time as
 height); recurrent layers see `[B, T, D]`. Every block takes `dtype` (computation) and
 `param_dtype` (storage, float32 by default) so a model can compute in bfloat16 while its
-parameters and optimiser state stay float32.
+parameters and optimiser state stay float32. Every block that convolves, pools or normalises
+takes `cpu_kernels` ("auto" or "off", see `cpu_kernels.MODES`): whether those ops take the CPU
+fast paths; parameters are the same either way.
 
 GRU convention (PyTorch's, so weights and numbers can be compared with `torch.nn.GRU`): gates in
 the order r (reset), z (update), n (candidate),
@@ -28,6 +31,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from sed_jax.models import cpu_kernels as kernels
 
 Dtype = Any
 Array = jax.Array
@@ -141,277 +146,15 @@ class BiGRU(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Convolution and pooling as XLA:CPU runs them fastest.
-#
-# On CPU, XLA lowers the convolutions of these front-ends to generic kernels that are slow for
-# their shapes (few channels, many positions): a train step of the student spent most of its
-# time in 1x1 and depthwise convolutions and in their weight gradients, and the gradient of
-# max pooling (select-and-scatter) went through a scatter with materialised indices. The
-# functions below compute the same quantities from matmuls, elementwise fusions and plain
-# reductions instead. They are staged out with `lax.platform_dependent`, so GPUs and TPUs keep
-# XLA's native convolutions (cuDNN, the TPU convolution units).
-
-
-def _same_pads(k: int) -> tuple[int, int]:
-  """lax's 'SAME' padding of a stride-1 window of size k: (low, high)."""
-  return (k - 1) // 2, k // 2
-
-
-def _shifted_sum(x: Array, kernel: Array, pads: tuple[tuple[int, int], ...]) -> Array:
-  """sum_ij pad(x)[:, t+i, f+j, c] * kernel[i, j, c]: a depthwise correlation as one fused
-  loop of multiply-adds (XLA fuses the shifted slices; nothing of size [B, T, F, C] but the
-  output is written)."""
-  kh, kw, _ = kernel.shape
-  t, f = x.shape[1:3]
-  xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-  out = None
-  for i in range(kh):
-    for j in range(kw):
-      term = xp[:, i:i + t, j:j + f, :] * kernel[i, j]
-      out = term if out is None else out + term
-  return out
-
-
-@jax.custom_vjp
-def depthwise_conv(x: Array, kernel: Array) -> Array:
-  """Stride-1 'SAME' depthwise convolution of x [B, T, F, C] with kernel [kh, kw, C].
-
-  Why a custom gradient: differentiating the shifted sum gives kh * kw separate reductions of
-  [B, T, F, C] products over (B, T, F) for the kernel gradient, each a pass over memory that
-  XLA:CPU runs serially; one variadic reduction computes all of them in a single pass.
-  """
-  kh, kw, _ = kernel.shape
-  return _shifted_sum(x, kernel, (_same_pads(kh), _same_pads(kw)))
-
-
-def _depthwise_fwd(x, kernel):
-  return depthwise_conv(x, kernel), (x, kernel)
-
-
-def _depthwise_bwd(res, g):
-  x, kernel = res
-  kh, kw, _ = kernel.shape
-  (t0, t1), (f0, f1) = _same_pads(kh), _same_pads(kw)
-  # The transpose of a correlation is the correlation with the flipped kernel, padded the
-  # other way round.
-  dx = _shifted_sum(g, kernel[::-1, ::-1], ((t1, t0), (f1, f0)))
-  t, f = x.shape[1:3]
-  xp = jnp.pad(x, ((0, 0), (t0, t1), (f0, f1), (0, 0)))
-  # Products accumulate in float32 whatever the compute dtype; the reduction keeps (B, T, C),
-  # which XLA parallelises over, and the small remainder is summed after.
-  products = tuple((xp[:, i:i + t, j:j + f, :] * g).astype(jnp.float32)
-                   for i in range(kh) for j in range(kw))
-  zeros = tuple(jnp.zeros((), jnp.float32) for _ in products)
-  sums = jax.lax.reduce(products, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (2,))
-  dkernel = jnp.stack([jnp.sum(s, axis=(0, 1)) for s in sums]).reshape(kernel.shape)
-  return dx, dkernel.astype(kernel.dtype)
-
-
-depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
-
-
-@jax.custom_vjp
-def pointwise_conv(x: Array, kernel: Array) -> Array:
-  """1x1 convolution of x [B, T, F, C] with kernel [C, O] as one matmul over all positions."""
-  return jnp.einsum("btfc,co->btfo", x, kernel)
-
-
-def _pointwise_fwd(x, kernel):
-  return pointwise_conv(x, kernel), (x, kernel)
-
-
-def _pointwise_bwd(res, g):
-  """dx is a matmul; the kernel gradient sum_n x[n, c] g[n, o] is a [C, O] result from a
-  reduction over millions of positions, which XLA:CPU runs faster as one fused
-  multiply-reduce than as a dot with a huge contracting dimension. The optimization barrier
-  stops XLA from fusing the producers of x and g (the forward recomputation, the BatchNorm
-  gradient) into that reduction, which would recompute them for every one of the C * O
-  outputs."""
-  x, kernel = res
-  c, o = kernel.shape
-  dx = jnp.einsum("btfo,co->btfc", g, kernel)
-  x, g = jax.lax.optimization_barrier((x, g))
-  dk = jnp.sum(x.reshape(-1, c, 1) * g.reshape(-1, 1, o), axis=0)
-  return dx, dk.astype(kernel.dtype)
-
-
-pointwise_conv.defvjp(_pointwise_fwd, _pointwise_bwd)
-
-
-def _im2col_conv(x: Array, kernel: Array) -> Array:
-  """Stride-1 'SAME' convolution as patches [B, T, F, kh*kw*C] times kernel [kh*kw*C, O]: for
-  few input channels (the first conv sees one) the patches are small and the matmul and its
-  gradients are XLA:CPU's fast path."""
-  kh, kw, c, o = kernel.shape
-  t, f = x.shape[1:3]
-  xp = jnp.pad(x, ((0, 0), _same_pads(kh), _same_pads(kw), (0, 0)))
-  patches = jnp.concatenate([xp[:, i:i + t, j:j + f, :] for i in range(kh) for j in range(kw)],
-                            axis=-1)
-  return pointwise_conv(patches, kernel.reshape(kh * kw * c, o))
-
-
-# Largest kh * kw * C_in that the CPU path turns into patches (beyond it the patches cost more
-# memory traffic than XLA's own convolution).
-IM2COL_MAX_DEPTH = 9
-
-
-def _cpu_conv(x: Array, kernel: Array, feature_group_count: int) -> Array:
-  """The CPU path of a stride-1 'SAME' NHWC convolution: 1x1 convs are matmuls, depthwise
-  convs shifted sums, convs of few input channels (the first one) im2col matmuls; the rest
-  (3x3 convs over many channels, where XLA's convolution is efficient) stay native."""
-  kh, kw, cin, cout = kernel.shape
-  if feature_group_count == 1 and kh == kw == 1:
-    return pointwise_conv(x, kernel[0, 0])
-  if feature_group_count == x.shape[-1] == cout and cin == 1:
-    return depthwise_conv(x, kernel[:, :, 0, :])
-  if feature_group_count == 1 and kh * kw * cin <= IM2COL_MAX_DEPTH:
-    return _im2col_conv(x, kernel)
-  return _native_conv(x, kernel, feature_group_count)
-
-
-def _native_conv(x: Array, kernel: Array, feature_group_count: int) -> Array:
-  """`lax.conv_general_dilated`, stride 1, 'SAME', NHWC/HWIO (what the CPU paths replace)."""
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                      feature_group_count=feature_group_count)
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         precision=None, **kwargs):
-  """Drop-in for `lax.conv_general_dilated` in `nn.Conv(conv_general_dilated=...)`.
-
-  Stride-1, undilated 'SAME' NHWC convolutions (all that the front-ends use) take the CPU
-  paths above on CPU and XLA's convolution elsewhere; anything else goes to
-  `lax.conv_general_dilated` unchanged. Parameters are `nn.Conv`'s either way.
-  """
-  native = functools.partial(jax.lax.conv_general_dilated, window_strides=window_strides,
-                             padding=padding, lhs_dilation=lhs_dilation,
-                             rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                             feature_group_count=feature_group_count, precision=precision,
-                             **kwargs)
-  nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-  plain = (lhs.ndim == 4 and padding == "SAME" and tuple(window_strides) == (1, 1)
-           and all(d in (None, 1) or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation))
-           and dimension_numbers == nhwc and not kwargs and precision is None)
-  if not plain:
-    return native(lhs, rhs)
-  return jax.lax.platform_dependent(
-      lhs, rhs, cpu=lambda x, k: _cpu_conv(x, k, feature_group_count),
-      default=lambda x, k: native(x, k))
-
-
-# `nn.Conv` (same parameters, names and initialisers) computed by `conv_general_dilated`.
-Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
-
-
-def _crop(x: Array, window: tuple[int, int]) -> Array:
-  """Drops the frames and bins that fill no whole window (as VALID pooling does)."""
-  return x[:, :x.shape[1] // window[0] * window[0], :x.shape[2] // window[1] * window[1]]
-
-
-def _windows(x: Array, window: tuple[int, int]) -> Array:
-  """[B, T, F, C] (T, F multiples of the window) -> [B, T // wt, wt, F // wf, wf, C]."""
-  b, t, f, c = x.shape
-  wt, wf = window
-  return x.reshape(b, t // wt, wt, f // wf, wf, c)
-
-
-def _max_and_argmax(x: Array, window: tuple[int, int]) -> tuple[Array, Array]:
-  """Window maxima and the position of each window's first maximum (row-major in the window),
-  by a fold over the window's elements: elementwise work only, no reduce-window."""
-  wt, wf = window
-  windows = _windows(x, window)
-  best = windows[:, :, 0, :, 0, :]
-  index = jnp.zeros(best.shape, jnp.int8 if wt * wf <= 127 else jnp.int32)
-  for k in range(1, wt * wf):
-    value = windows[:, :, k // wf, :, k % wf, :]
-    index = jnp.where(value > best, jnp.asarray(k, index.dtype), index)  # Strict: first wins.
-    best = jnp.maximum(best, value)
-  return best, index
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _max_pool(x: Array, window: tuple[int, int]) -> Array:
-  return _max_and_argmax(x, window)[0]
-
-
-def _max_pool_fwd(x, window):
-  y, index = _max_and_argmax(x, window)
-  return y, index
-
-
-def _max_pool_bwd(window, res, g):
-  """The whole gradient of a window goes to its first maximum, as XLA's select-and-scatter
-  (the gradient of `nn.max_pool`) sends it; what is kept for the backward pass is one small
-  integer per window instead of the input."""
-  index = res
-  wt, wf = window
-  position = (jnp.arange(wt)[:, None] * wf + jnp.arange(wf)[None, :]).astype(index.dtype)
-  dx = jnp.where(index[:, :, None, :, None, :] == position[None, None, :, None, :, None],
-                 g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
-  b, tp, _, fp, _, c = dx.shape
-  return (dx.reshape(b, tp * wt, fp * wf, c),)
-
-
-_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
-
-
-def window_pool(x: Array, window: tuple[int, int], kind: str = "max") -> Array:
-  """Non-overlapping ('VALID', stride = window) max or average pooling of [B, T, F, C].
-
-  The same values and gradients as `nn.max_pool` / `nn.avg_pool` with those arguments, from
-  a reshape into windows: on CPU, XLA's gradient of `reduce_window` max (select-and-scatter)
-  is many times slower than the elementwise mask used here. Staged out per platform like the
-  convolutions.
-  """
-  window = tuple(int(w) for w in window)
-  if kind == "avg":
-    native = lambda x: nn.avg_pool(x, window, strides=window, padding="VALID")
-    fast = lambda x: jnp.mean(_windows(_crop(x, window), window), axis=(2, 4))
-  else:
-    native = lambda x: nn.max_pool(x, window, strides=window, padding="VALID")
-    fast = lambda x: _max_pool(_crop(x, window), window)
-  return jax.lax.platform_dependent(x, cpu=fast, default=native)
-
-
-# ---------------------------------------------------------------------------------------------
 # Batch normalisation.
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _normalize(x: Array, mean: Array, var: Array, scale: Array, bias: Array,
-               epsilon: float) -> Array:
-  """(x - mean) * scale / sqrt(var + epsilon) + bias over the last axis, in float32."""
-  return (x.astype(jnp.float32) - mean) * (scale * jax.lax.rsqrt(var + epsilon)) + bias
-
-
-def _normalize_fwd(x, mean, var, scale, bias, epsilon):
-  return _normalize(x, mean, var, scale, bias, epsilon), (x, mean, var, scale)
-
-
-def _normalize_bwd(epsilon, res, g):
-  """Keeps only the input and per-channel statistics: autodiff would also keep x - mean, one
-  more activation-sized buffer written in the forward pass and read back here."""
-  x, mean, var, scale = res
-  axes = tuple(range(x.ndim - 1))
-  inv = jax.lax.rsqrt(var + epsilon)
-  g = g.astype(jnp.float32)
-  dbias = jnp.sum(g, axes)
-  dscale_inv = jnp.sum(g * (x.astype(jnp.float32) - mean), axes)  # d/d(scale * inv).
-  dx = (g * (scale * inv)).astype(x.dtype)
-  dvar = dscale_inv * scale * (-0.5) * inv ** 3
-  return dx, -dbias * scale * inv, dvar, dscale_inv * inv, dbias
-
-
-_normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
 class BatchNorm(nn.Module):
   """`nn.BatchNorm` over the last axis: the same variables (params scale, bias; batch_stats
   mean, var), defaults, statistics (float32, E[x^2] - E[x]^2 clipped at 0) and running
   averages (not updated while initialising), with a normalisation whose gradient keeps less
-  (`_normalize_bwd`). Only what the front-ends use is supported: no axis_name, no mask."""
+  under `cpu_kernels="auto"` (`cpu_kernels.normalize`). Only what the front-ends use is
+  supported: no axis_name, no mask."""
 
   use_running_average: bool | None = None
   momentum: float = 0.99
@@ -422,6 +165,7 @@ class BatchNorm(nn.Module):
   use_scale: bool = True
   bias_init: Callable[..., Array] = nn.initializers.zeros
   scale_init: Callable[..., Array] = nn.initializers.ones
+  cpu_kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, use_running_average: bool | None = None) -> Array:
@@ -445,8 +189,8 @@ class BatchNorm(nn.Module):
              else jnp.ones(features, jnp.float32))
     bias = (self.param("bias", self.bias_init, features, self.param_dtype) if self.use_bias
             else jnp.zeros(features, jnp.float32))
-    y = _normalize(x, mean, var, scale.astype(jnp.float32), bias.astype(jnp.float32),
-                   self.epsilon)
+    y = kernels.normalize(x, mean, var, scale.astype(jnp.float32), bias.astype(jnp.float32),
+                          self.epsilon, self.cpu_kernels)
     dtype = self.dtype or jnp.result_type(x, self.param_dtype)
     return y.astype(dtype)
 
@@ -475,7 +219,7 @@ def time_pool_factors(time_pool: int, num_stages: int) -> list[int]:
   return factors + [1] * (num_stages - len(factors))
 
 
-def pool_stage(x: Array, time: int, kind: str = "max") -> Array:
+def pool_stage(x: Array, time: int, kind: str = "max", cpu_kernels: str = "auto") -> Array:
   """Pools [B, T, F, C] by `time` along time and by 2 along frequency while F >= 2.
 
   Frequency always halves, so each stage's receptive field doubles in frequency and whatever
@@ -487,15 +231,15 @@ def pool_stage(x: Array, time: int, kind: str = "max") -> Array:
     return x
   if kind not in ("max", "avg"):
     raise ValueError(f"unknown pooling kind {kind!r}; known: max, avg")
-  return window_pool(x, (time, freq), kind)
+  return kernels.window_pool(x, (time, freq), kind, cpu_kernels)
 
 
 def _conv_norm(module: nn.Module, train: bool):
   """The conv (no bias: a BatchNorm follows) and BatchNorm constructors of a block."""
-  conv = functools.partial(Conv, use_bias=False, dtype=module.dtype,
-                           param_dtype=module.param_dtype)
+  conv = functools.partial(kernels.conv_module(module.cpu_kernels), use_bias=False,
+                           dtype=module.dtype, param_dtype=module.param_dtype)
   norm = functools.partial(BatchNorm, use_running_average=not train, dtype=module.dtype,
-                           param_dtype=module.param_dtype)
+                           param_dtype=module.param_dtype, cpu_kernels=module.cpu_kernels)
   return conv, norm
 
 
@@ -512,6 +256,7 @@ class GLUBlock(nn.Module):
   kernel_size: int = 3
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cpu_kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -530,6 +275,7 @@ class ResidualBlock(nn.Module):
   features: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cpu_kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -551,6 +297,7 @@ class DenseBlock(nn.Module):
   bottleneck: int = 4
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cpu_kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -569,6 +316,7 @@ class Transition(nn.Module):
   features: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cpu_kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -587,6 +335,7 @@ class InceptionBlock(nn.Module):
   features: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cpu_kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -616,11 +365,12 @@ class SeparableConv(nn.Module):
   kernel_size: int = 3
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cpu_kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    conv = functools.partial(Conv, use_bias=False, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
+    conv = functools.partial(kernels.conv_module(self.cpu_kernels), use_bias=False,
+                             dtype=self.dtype, param_dtype=self.param_dtype)
     c = x.shape[-1]
     k = (self.kernel_size, self.kernel_size)
     x = conv(c, k, feature_group_count=c, name="depthwise")(x)
@@ -636,6 +386,7 @@ class XceptionBlock(nn.Module):
   kernel_size: int = 3
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cpu_kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -643,7 +394,7 @@ class XceptionBlock(nn.Module):
     y = x
     for _ in range(self.num_convs):
       y = SeparableConv(self.features, self.kernel_size, dtype=self.dtype,
-                        param_dtype=self.param_dtype)(nn.relu(y))
+                        param_dtype=self.param_dtype, cpu_kernels=self.cpu_kernels)(nn.relu(y))
       y = norm()(y)
     if x.shape[-1] != self.features:
       x = norm()(conv(self.features, (1, 1), name="shortcut")(x))
