@@ -42,6 +42,8 @@ from sed_jax import io_utils  # pylint: disable=wrong-import-position
 from sed_jax import machine  # pylint: disable=wrong-import-position
 from sed_jax import metric_writers  # pylint: disable=wrong-import-position
 from sed_jax import train  # pylint: disable=wrong-import-position
+from sed_jax.data import annotations  # pylint: disable=wrong-import-position
+from sed_jax.data import audio as audio_lib  # pylint: disable=wrong-import-position
 from sed_jax.data import builders  # pylint: disable=wrong-import-position
 from sed_jax.data import features as feat_lib  # pylint: disable=wrong-import-position
 from sed_jax.data import pipeline  # pylint: disable=wrong-import-position
@@ -58,6 +60,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the initialisation and the data
 _THREADS = flags.DEFINE_integer("threads", 0, "torch intra-op threads; 0 = torch's default.")
 _OUT = flags.DEFINE_string("out", str(Path(__file__).parent / "results" / "torch_peer"),
                            "Output path without extension (.json is written).")
+_EXTRA = flags.DEFINE_list("extra_tests", [], "More test sets to score the kept model on, each "
+                           "a DCASE folder with audio/ and strong.tsv (experiments/shifted_test.py "
+                           "--mix_only writes them).")
 
 
 def _tensors(batch: dict) -> dict[str, torch.Tensor]:
@@ -85,6 +90,39 @@ def score(model, source, config, classes) -> dict:
                                     config.eval)
 
 
+def score_folder(model, folder: Path, config, classes) -> dict:
+  """Our SED metrics of `model` on a DCASE folder (`audio/`, `strong.tsv`), scored as `score`.
+
+  Each file becomes one clip-length window, as a TFDS example does (`FixLength`); the files of
+  `shifted_test.py` are clip-length, so no window is cut short or merged.
+  """
+  reference = annotations.read_strong_tsv(folder / "strong.tsv", classes)
+  annotations.check_audio_present(reference, folder / "audio", tsv_path=folder / "strong.tsv")
+  fix = pipeline.FixLength(pipeline.clip_frames(config.dataset, config.features),
+                           config.features.time_pool, config.features.log_floor)
+  files, durations, frames = list(reference), [], []
+  model.eval()
+  with torch.no_grad():
+    for i in range(0, len(files), config.eval.batch_size):
+      examples = []
+      for f in files[i:i + config.eval.batch_size]:
+        audio = audio_lib.load_audio(folder / "audio" / f, config.features.sample_rate)
+        durations.append(audio.shape[0] / config.features.sample_rate)
+        mel = feat_lib.log_mel(audio, config.features)
+        t_out = mel.shape[0] // config.features.time_pool
+        examples.append(fix.map(dict(log_mel=mel, strong=np.zeros((t_out, len(classes))),
+                                     weak=np.zeros(len(classes)), has_strong=False,
+                                     has_weak=False)))
+      batch = {k: torch.from_numpy(np.stack([e[k] for e in examples]))
+               for k in ("log_mel", "frame_mask")}
+      frame_logits, _ = model(batch["log_mel"], batch["frame_mask"])
+      frames.append(torch.sigmoid(frame_logits).numpy())
+  model.train()
+  return frame_scoring.score_predictions(np.concatenate(frames), files, durations, reference,
+                                         classes, feat_lib.output_frame_seconds(config.features),
+                                         config.eval)
+
+
 def main(argv):
   del argv
   metric_writers.quiet_library_logs()
@@ -105,7 +143,7 @@ def main(argv):
   steps_per_epoch = len(source["train"]) // _BATCH.value
   loader = iter(pipeline.train_loader(source["train"], batch_size=_BATCH.value,
                                       seed=_SEED.value, data_cfg=config.dataset,
-                                      feature_cfg=config.features, shard_index=0, shard_count=1))
+                                      feature_cfg=config.features, process_index=0, process_count=1))
   opt = torch.optim.Adam(model.parameters(), lr=_LR.value)
   logging.info("PyTorch %s twin, %d parameters, %d epochs of %d steps at batch %d", _ARCH.value,
                params, _EPOCHS.value, steps_per_epoch, _BATCH.value)
@@ -137,12 +175,17 @@ def main(argv):
   progress.close()
   model.load_state_dict(best_state)
   test = score(model, source["test"], config, classes)
+  extra = {}
+  for folder in map(Path, _EXTRA.value):
+    metrics = score_folder(model, folder, config, classes)
+    extra[folder.name] = {k: v for k, v in metrics.items() if k != "class_wise"}
+    print(f"{folder.name}: event F1 {metrics['event_f1_macro']:.3f}", flush=True)
   out = dict(dataset=config.dataset.name, arch=_ARCH.value, params=params,
              recipe=dict(optimizer="adam", lr=_LR.value, batch_size=_BATCH.value,
                          epochs=_EPOCHS.value, seed=_SEED.value, selection="best validation "
                          f"{config.eval.metric}"),
              torch=torch.__version__, train_seconds=time.time() - start, validation=epochs,
-             test={k: v for k, v in test.items() if k != "class_wise"},
+             test={k: v for k, v in test.items() if k != "class_wise"}, extra_tests=extra,
              machine=machine.fingerprint())
   path = Path(_OUT.value + ".json")
   path.parent.mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,14 @@ class Checkpointer:
     return None if metrics is None else float(metrics["score"])
 
   def restore(self, abstract_state: Any, data_iterator=None, step: int | None = None) -> Any:
-    """The latest (or `step`'s) state; restores the iterator's position in place if given."""
+    """The latest (or `step`'s) state; restores the iterator's position in place if given.
+
+    `abstract_state` None: the saved arrays whole on this process's first device
+    (`on_this_device`), whatever topology saved them.
+    """
     step = self.latest.latest_step() if step is None else step
+    if abstract_state is None:
+      abstract_state = on_this_device(self.latest.directory / str(step) / "state")
     args = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -86,6 +92,8 @@ class Checkpointer:
     step = self.best.best_step()
     if step is None:
       raise FileNotFoundError(f"No best checkpoint in {self.best.directory}.")
+    if abstract_state is None:
+      abstract_state = on_this_device(self.best.directory / str(step) / "state")
     return self.best.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"]
 
@@ -98,6 +106,21 @@ class Checkpointer:
     self.wait()
     self.latest.close()
     self.best.close()
+
+
+def on_this_device(item_dir: epath.PathLike) -> Any:
+  """The abstract tree of a saved state item: its shapes and dtypes, on this process's first device.
+
+  A checkpoint records the sharding it was saved with, a mesh over the devices of every process
+  that trained it; restored into that sharding it fails anywhere else ("Topology mismatch
+  detected"), e.g. a run trained on a pod slice or by 2 local processes, loaded on one CPU for
+  `detect`, `evaluate` or the experiment's later stages. Those want whole arrays on one device,
+  so the target keeps only what the arrays are, not where they were.
+  """
+  tree = ocp.StandardCheckpointHandler().metadata(epath.Path(item_dir)).tree
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree,
+                      is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
 
 
 def config_json(config) -> dict[str, Any]:

@@ -61,3 +61,37 @@ def test_best_is_replaced_only_by_a_better_score(tmp_path):
   assert again.best_score() == pytest.approx(0.7)
   assert not again.save_best(4, {"x": jnp.array(4.0)}, 0.6)
   again.close()
+
+
+SAVE_ON_TWO_DEVICES = """
+import sys
+import jax, jax.numpy as jnp
+from sed_jax import checkpoint, sharding
+repl = sharding.replicated(sharding.make_mesh())
+state = {"params": {"w": jax.device_put(jnp.arange(6.0).reshape(2, 3), repl)},
+         "step": jax.device_put(jnp.int32(3), repl)}
+ckpt = checkpoint.Checkpointer(sys.argv[1])
+ckpt.save(3, state)
+ckpt.save_best(3, state, 0.5)
+ckpt.close()
+"""
+
+
+def test_a_checkpoint_saved_on_other_devices_restores_onto_this_one(tmp_path):
+  """A run's checkpoint names the devices of the mesh that saved it (here 2 host devices of
+  another process, as a pod slice's would); inference restores it onto the one device at hand
+  instead of failing with orbax's 'Topology mismatch'."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  out = subprocess.run([sys.executable, "-c", SAVE_ON_TWO_DEVICES, str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  ckpt = checkpoint.Checkpointer(tmp_path)
+  for state in (ckpt.restore(None), ckpt.restore_best(None)):
+    np.testing.assert_array_equal(state["params"]["w"], np.arange(6.0).reshape(2, 3))
+    assert int(state["step"]) == 3
+    assert state["params"]["w"].sharding == jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  ckpt.close()

@@ -238,27 +238,60 @@ def _mixed_logit(z1: np.ndarray, z2: np.ndarray, lam: np.ndarray) -> np.ndarray:
   return log_p - log_q
 
 
+class GlobalBatchSlice:
+  """A grain sampler: process `p`'s rows of every global batch of one seeded global order.
+
+  Every process walks the same endless, seeded, per-epoch-reshuffled order of the whole split
+  (one `IndexSampler`, unsharded) and cuts it into global batches of `local_batch *
+  process_count` records; process `p` reads rows `[p * local_batch, (p + 1) * local_batch)` of
+  each, the rows `sharding.to_global` places on its devices. So the global batch of step k, and
+  each record's augmentation seed (that of its place in the global order), are the same on 1
+  process with 1 device, 1 process with 8, or 8 processes: a run's numbers do not depend on
+  how many hosts train it. Each process reads only its own rows.
+
+  Indices are this process's (0, 1, 2, ...), so the DataLoader's iterator state and its exact
+  resume work as with any grain sampler.
+  """
+
+  def __init__(self, num_records: int, *, seed: int, local_batch: int, process_index: int,
+               process_count: int):
+    self._order = grain.samplers.IndexSampler(num_records=num_records, shuffle=True,
+                                              num_epochs=None, seed=seed)
+    self._local, self._index, self._count = local_batch, process_index, process_count
+    self._args = dict(num_records=num_records, seed=seed, local_batch=local_batch,
+                      process_index=process_index, process_count=process_count)
+
+  def __repr__(self) -> str:  # grain checks a restored iterator state against it.
+    return f"GlobalBatchSlice({', '.join(f'{k}={v}' for k, v in self._args.items())})"
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    batch, row = divmod(index, self._local)
+    position = (batch * self._count + self._index) * self._local + row
+    record = self._order[position]
+    return grain.RecordMetadata(index=index, record_key=record.record_key, rng=record.rng)
+
+
 def train_loader(source, *, batch_size: int, seed: int, data_cfg, feature_cfg,
-                 augment=None, worker_count: int = 0, shard_index: int | None = None,
-                 shard_count: int | None = None) -> grain.DataLoader:
-  """An endless, shuffled, augmented loader of this process's shard.
+                 augment=None, worker_count: int = 0, process_index: int | None = None,
+                 process_count: int | None = None) -> grain.DataLoader:
+  """An endless, shuffled, augmented loader of this process's rows of each global batch.
+
+  `batch_size` is per process; the global batch is `batch_size * process_count`, the same
+  records in the same order whatever the topology (`GlobalBatchSlice`). The process defaults to
+  this JAX process. The shuffle is seeded and repeats with a new order each epoch.
+  `iter(loader)` gives an iterator whose `get_state()`/`set_state()` make resumption exact.
+  Mixup pairs clips within a process's rows, so it alone depends on the process count.
 
   `data_cfg.strong_fraction` sets the label budget of training: that share of the strongly
   labelled clips keeps frame labels, the rest only clip labels (evaluation always sees all).
-
-  `batch_size` is per process. The shard defaults to this JAX process's; the shuffle is seeded
-  and repeats with a new order each epoch. `iter(loader)` gives an iterator whose
-  `get_state()`/`set_state()` make resumption exact.
   """
-  shard = grain.sharding.ShardOptions(
-      shard_index=jax.process_index() if shard_index is None else shard_index,
-      shard_count=jax.process_count() if shard_count is None else shard_count,
-      drop_remainder=True)
-  if len(source) // shard.shard_count < batch_size:
-    raise ValueError(f"Per-process batch size {batch_size} is larger than this process's shard "
-                     f"({len(source) // shard.shard_count} examples); lower batch_size.")
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=seed)
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  if len(source) < batch_size * count:
+    raise ValueError(f"The global batch ({batch_size} x {count} processes) is larger than the "
+                     f"split ({len(source)} examples); lower batch_size.")
+  sampler = GlobalBatchSlice(len(source), seed=seed, local_batch=batch_size,
+                             process_index=index, process_count=count)
   ops: list[Any] = [FixLength(clip_frames(data_cfg, feature_cfg), feature_cfg.time_pool,
                               feature_cfg.log_floor, keep_id=True,
                               strong_fraction=data_cfg.get("strong_fraction", 1.0))]
@@ -268,7 +301,7 @@ def train_loader(source, *, batch_size: int, seed: int, data_cfg, feature_cfg,
   if augment is not None and augment.mixup_prob > 0:
     ops.append(Mixup(augment))
   return grain.DataLoader(data_source=source, sampler=sampler, operations=ops,
-                          worker_count=worker_count)
+                          worker_count=worker_count, shard_options=grain.sharding.NoSharding())
 
 
 def eval_batches(source, *, batch_size: int, data_cfg, feature_cfg,

@@ -46,10 +46,10 @@ def take(it, n):
   return [next(it) for _ in range(n)]
 
 
-def loader(cfgs, seed=0, source=SOURCE, **kw):
+def loader(cfgs, seed=0, source=SOURCE, batch_size=4, **kw):
   data, feat = cfgs
-  return pipeline.train_loader(source, batch_size=4, seed=seed, data_cfg=data, feature_cfg=feat,
-                               **kw)
+  return pipeline.train_loader(source, batch_size=batch_size, seed=seed, data_cfg=data,
+                               feature_cfg=feat, **kw)
 
 
 def test_batches_have_the_documented_shapes(cfgs):
@@ -82,12 +82,18 @@ def test_iterator_state_resumes_exactly(cfgs):
   json.dumps(state if isinstance(state, (str, dict)) else state.decode())  # Serialisable.
 
 
-def test_process_shards_are_disjoint(cfgs):
-  seen = []
-  for index in range(2):
-    it = iter(loader(cfgs, shard_index=index, shard_count=2))
-    seen.append(set(sum((ids(b) for b in take(it, 3)), [])))
-  assert len(seen[0]) == len(seen[1]) == 12 and not seen[0] & seen[1]
+@pytest.mark.parametrize("count", [2, 3])
+def test_processes_read_their_rows_of_the_one_process_global_batches(cfgs, count):
+  """Topology independence: the processes' batches, side by side in process order, are the
+  batches one process reads at the global batch size (records and augmentation seeds alike),
+  into the next epochs."""
+  local = 2
+  one = [ids(b) for b in take(iter(loader(cfgs, seed=5, batch_size=local * count)), 8)]
+  parts = [[ids(b) for b in take(iter(loader(cfgs, seed=5, batch_size=local, process_index=p,
+                                              process_count=count)), 8)] for p in range(count)]
+  assert [sum((parts[p][k] for p in range(count)), []) for k in range(8)] == one
+  first = set(sum(parts[0][:2], [])), set(sum(parts[1][:2], []))
+  assert len(first[0]) == len(first[1]) == 2 * local and not first[0] & first[1]
 
 
 def test_short_clips_are_padded_and_masked_long_ones_cropped(cfgs):
