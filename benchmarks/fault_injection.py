@@ -11,7 +11,7 @@ training, report — at a random moment while the stage is under way, restarting
 and finally running to the end. Then `results.json` must equal the reference number for number,
 and no temporary or incomplete file may be left. Prints the kills made per stage; the last line
 is `result: fault_injection_identical <1|0> (<n> kills)`.
-tests/reliability/test_fault_injection.py runs the same loop, 3 kills per stage, on a tiny config.
+tests/reliability/test_fault_injection.py runs the same loop, 2 kills per stage, on a tiny config.
 """
 
 from __future__ import annotations
