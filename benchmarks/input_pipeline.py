@@ -35,7 +35,7 @@ RESULTS = Path(__file__).parent / "results" / "input_pipeline.json"
 
 
 def data_config(data_dir: str, workers: int):
-  cfg = config_lib.dataset_config("synth_sed")
+  cfg = config_lib.common().dataset("synth_sed")
   cfg.data_dir, cfg.num_workers = data_dir, workers
   cfg.synth.update(dict(train=_CLIPS.value, validation=0, test=0, unlabeled=0))
   return cfg
@@ -45,15 +45,15 @@ def time_build(workers: int) -> tuple[float, str]:
   tmp = tempfile.mkdtemp(prefix="sed_jax_bench_")
   cfg = data_config(tmp, workers)
   start = time.perf_counter()
-  builders.prepare(cfg, config_lib.feature_config())
+  builders.prepare(cfg, config_lib.common().features())
   return _CLIPS.value / (time.perf_counter() - start), tmp
 
 
 def time_pipeline(data_dir: str, grain_workers: int) -> float:
-  cfg, feat = data_config(data_dir, 1), config_lib.feature_config()
+  cfg, feat = data_config(data_dir, 1), config_lib.common().features()
   source = pipeline.data_source(cfg, feat, "train")
   loader = pipeline.train_loader(source, batch_size=_BATCH.value, seed=0, data_cfg=cfg,
-                                 feature_cfg=feat, augment=pipeline.augment_config(),
+                                 feature_cfg=feat, augment=config_lib.common().augment(),
                                  worker_count=grain_workers)
   it = iter(loader)
   for _ in range(3):  # Warm-up: worker start, first reads.

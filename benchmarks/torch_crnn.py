@@ -207,8 +207,9 @@ def warmup_cosine(peak: float, warmup: int, total: int, end_ratio: float):
 
 
 class TrainStep:
-  """AdamW + global-norm clipping + schedule, like `train.make_optimizer(optimizer_config())`,
-  and one step like `train.train_step` (a non-finite loss or gradient skips the update)."""
+  """AdamW + global-norm clipping + schedule, like
+  `train.make_optimizer(config_lib.common().optimizer())`, and one step like `train.train_step`
+  (a non-finite loss or gradient skips the update)."""
 
   def __init__(self, model: CRNN, optim_cfg: Any, loss_cfg: Any, total_steps: int):
     self.model = model.train()

@@ -5,9 +5,9 @@ r"""Train-step throughput of our JAX step against an equivalent PyTorch CRNN, in
 For each model (default: the `gated` teacher, the cheapest of the five, at batch 16, then the
 default `student` at batch 64, the student config's batch size), on the CPU:
 - ours: `sed_jax.train.train_step` compiled as `train_and_evaluate` compiles it (jit, the state
-  donated), with the real optimiser (`train.make_optimizer(config_lib.optimizer_config())`:
+  donated), with the real optimiser (`train.make_optimizer(config_lib.common().optimizer())`:
   AdamW, global-norm clipping, warmup-cosine schedule) and the real loss
-  (`losses.loss_config()`), on a batch laid out like `pipeline.device_batch`;
+  (`config_lib.common().loss()`), on a batch laid out like `pipeline.device_batch`;
 - PyTorch: the twin of the same model (`benchmarks/torch_crnn.py`: same layers, same parameter
   count, checked here) with AdamW, the same clipping, schedule and masked BCE.
 Both use every core of the machine (`torch.set_num_threads(os.cpu_count())`; XLA's CPU client
@@ -42,7 +42,6 @@ import numpy as np
 import torch
 
 from sed_jax import config_lib
-from sed_jax import losses
 from sed_jax import train
 from sed_jax.models import crnn
 from sed_jax.models import cost
@@ -68,7 +67,7 @@ def make_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
   """A batch like `pipeline.device_batch` gives: 10-s clips, some strongly and some weakly
   labelled, no padding."""
   rng = np.random.default_rng(seed)
-  t_out = FRAMES // config_lib.feature_config().time_pool
+  t_out = FRAMES // config_lib.common().features().time_pool
   has_strong = rng.random(batch_size) < 0.5
   return dict(
       log_mel=(rng.normal(size=(batch_size, FRAMES, MELS)) * 3 - 5).astype(np.float32),
@@ -83,12 +82,12 @@ class JaxSide:
 
   def __init__(self, arch: str, batch: dict[str, np.ndarray]):
     self.model = crnn.make_model(arch, NUM_CLASSES)
-    self.tx, _ = train.make_optimizer(config_lib.optimizer_config(), TOTAL_STEPS)
+    self.tx, _ = train.make_optimizer(config_lib.common().optimizer(), TOTAL_STEPS)
     self.state = jax.jit(functools.partial(train.init_state, self.model, self.tx,
                                            input_shape=(1, FRAMES, MELS)))(jax.random.key(0))
     self.params = cost.count_params(self.state.params)
     self.step_fn = jax.jit(functools.partial(train.train_step, model=self.model, tx=self.tx,
-                                             loss_cfg=losses.loss_config()),
+                                             loss_cfg=config_lib.common().loss()),
                            donate_argnums=(0,))
     self.batch = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()})
     start = time.perf_counter()
@@ -113,8 +112,8 @@ class TorchSide:
     torch.manual_seed(0)
     self.model = torch_crnn.from_flax(model, MELS)
     self.params = torch_crnn.count_params(self.model)
-    self.step_fn = torch_crnn.TrainStep(self.model, config_lib.optimizer_config(),
-                                        losses.loss_config(), TOTAL_STEPS)
+    self.step_fn = torch_crnn.TrainStep(self.model, config_lib.common().optimizer(),
+                                        config_lib.common().loss(), TOTAL_STEPS)
     self.batch = {k: torch.from_numpy(v) for k, v in batch.items()}
 
   def run(self, steps: int) -> float:

@@ -53,11 +53,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"labels={arg.labels!r}: use labels=weak (the CPU default on synth_sed: "
                      "train on clip labels) or labels=strong (frame labels on every clip).")
   cpu = arg.scale == "cpu" and not arg.smoke
-  c = config_lib.training_config(smoke=arg.smoke)
+  common = config_lib.common()  # configs/common.py: the shared default blocks.
+  c = common.training(smoke=arg.smoke)
   c.job = "distill"
   c.seed = 0
-  c.dataset = config_lib.dataset_config(arg.dataset, smoke=arg.smoke)
-  c.features = config_lib.feature_config()
+  c.dataset = common.dataset(arg.dataset, smoke=arg.smoke)
+  c.features = common.features()
   c.model = dict(arch="student", dtype="float32", overrides={},
                  # auto: XLA:CPU fast-path kernels on CPU, native ops elsewhere; off: stock ops.
                  cpu_kernels="auto")
@@ -106,7 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
 
   # Shared by every teacher (each gets its arch from c.teachers).
-  c.teacher = config_lib.training_config(smoke=arg.smoke)
+  c.teacher = common.training(smoke=arg.smoke)
   c.teacher.model = dict(arch="", dtype="float32", overrides={},
                          cpu_kernels="auto")  # As model.cpu_kernels: auto | off.
   c.teacher.arch_overrides = {}  # arch → model overrides for that teacher only.

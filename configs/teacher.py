@@ -17,11 +17,12 @@ from sed_jax import config_lib
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, arch="resnet", dataset="synth_sed", smoke=False)
-  c = config_lib.training_config(smoke=arg.smoke)
+  common = config_lib.common()  # configs/common.py: the shared default blocks.
+  c = common.training(smoke=arg.smoke)
   c.job = "train"
   c.seed = 0
-  c.dataset = config_lib.dataset_config(arg.dataset, smoke=arg.smoke)
-  c.features = config_lib.feature_config()
+  c.dataset = common.dataset(arg.dataset, smoke=arg.smoke)
+  c.features = common.features()
   c.model = dict(arch=arg.arch, dtype="float32", overrides={},
                  # auto: XLA:CPU fast-path kernels on CPU, native ops elsewhere; off: stock ops.
                  cpu_kernels="auto")

@@ -58,11 +58,11 @@ def format_summary(builder) -> str:
 def main(argv):
   del argv
   metric_writers.quiet_library_logs()
-  data_cfg = config_lib.dataset_config(_DATASET.value, smoke=_SMOKE.value)
+  data_cfg = config_lib.common().dataset(_DATASET.value, smoke=_SMOKE.value)
   data_cfg.update(dict(root=_ROOT.value, data_dir=_DATA_DIR.value, on_error=_ON_ERROR.value,
                        classes=_CLASSES.value, num_workers=_WORKERS.value))
   try:
-    builder = builders.prepare(data_cfg, config_lib.feature_config())
+    builder = builders.prepare(data_cfg, config_lib.common().features())
   except (builders.BuildError, ValueError, OSError) as e:
     sys.exit(f"Build failed: {e}")
   print(format_summary(builder))

@@ -1,54 +1,37 @@
-"""Config pieces shared by every experiment file in `configs/`.
+"""Loading configs: the `configs/` files, their arguments, their overrides, their workdirs.
 
-Experiments are configs-as-code (ml_collections); the pieces that several of them need (the audio
-front-end, the dataset block) live here so that one default is written once.
+Every default value lives in `configs/` (configs-as-code, ml_collections): the blocks several
+experiments share in `configs/common.py`, reached from library code, commands, benchmarks and
+tests through `common()`, so that each default is written once and nowhere in `sed_jax/`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
+from pathlib import Path
 
 import ml_collections
 
-from sed_jax import losses
-from sed_jax.data import pipeline
-from sed_jax.evaluation import frame_scoring
+# The shared default blocks: configs/ beside the sed_jax package in a checkout (a wheel does
+# not install them).
+COMMON_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "common.py"
 
 
-def feature_config() -> ml_collections.ConfigDict:
-  """Log-mel front-end defaults (DCASE-like, 20 ms hop).
-
-  Every field here is part of a dataset's identity: the TFDS builder config name carries a
-  fingerprint of this block, so changing any value builds a new dataset instead of silently
-  reusing features computed with the old one.
-  """
-  return ml_collections.ConfigDict(dict(
-      sample_rate=16000,
-      n_fft=1024,
-      hop_length=320,        # 20 ms at 16 kHz.
-      n_mels=64,
-      fmin=50.0,
-      fmax=8000.0,
-      log_floor=1e-5,        # log(max(mel_power, floor)): silence maps to a finite value.
-      time_pool=4,           # Model output frames = input frames // time_pool (80 ms).
-  ))
-
-
-def optimizer_config() -> ml_collections.ConfigDict:
-  """Optimiser and schedule (see train.make_optimizer): linear warmup, cosine decay."""
-  return ml_collections.ConfigDict(dict(
-      name="adamw",          # adam | adamw | lamb | lars.
-      lr=1e-3, warmup_steps=200, final_lr_ratio=0.01, weight_decay=1e-4,
-      # Large-batch rules: the peak LR is `lr` at `base_batch_size`, scaled to the run's global
-      # batch linearly (Goyal et al. 2017) or by its square root (Hoffer et al. 2017; Adam-type
-      # optimisers); 'none' uses `lr` as given. `warmup_examples` > 0 replaces warmup_steps by
-      # the steps that see that many examples, so a sweep over batch sizes warms up alike.
-      lr_scaling="none", base_batch_size=64, warmup_examples=0,
-      grad_clip=5.0,         # Global-norm clipping; 0 = off.
-      momentum=0.9,          # lars only.
-      b2=0.999))
+@functools.cache
+def common():
+  """`configs/common.py`, loaded once: `common().training(smoke)`, `.dataset(name, smoke)`,
+  `.features()`, `.optimizer()`, `.loss()`, `.augment()`, `.evaluation()` (fresh ConfigDicts)."""
+  if not COMMON_CONFIG.is_file():
+    raise FileNotFoundError(
+        f"{COMMON_CONFIG} not found: the default config blocks live in configs/common.py of the "
+        "sed_jax checkout. Use sed_jax from a checkout, installed editable (`pip install -e .`).")
+  module_spec = importlib.util.spec_from_file_location("_sed_jax_configs_common", COMMON_CONFIG)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
 
 
 def parse_arg(arg: str | None, **defaults):
@@ -81,43 +64,6 @@ def parse_arg(arg: str | None, **defaults):
     else:
       out[key] = type(default)(value)
   return out
-
-
-def dataset_config(name: str = "synth_sed", smoke: bool = False) -> ml_collections.ConfigDict:
-  """The `dataset` block: which dataset, where it lives, how it is built.
-
-  `smoke` shrinks the embedded dataset so that a whole job runs in about two minutes on two CPU
-  cores; the tests and quick checks use it.
-  """
-  sizes = (dict(train=48, validation=16, test=16, unlabeled=32) if smoke else
-           dict(train=2000, validation=300, test=300, unlabeled=1000))
-  mixed = (dict(train=48, validation=16, test=16, unlabeled=32) if smoke else
-           dict(train=1500, validation=300, test=300, unlabeled=1000))
-  # Smoke clips are half as long: every step, evaluation and cache pass costs half as much.
-  seconds = 5.0 if smoke else 10.0
-  return ml_collections.ConfigDict(dict(
-      name=name,
-      data_dir="",          # TFDS data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets.
-      root="",              # Folder of a dataset on disk (dcase_folder, desed, urban_sed, ...).
-      classes="",           # Comma-separated class list; '' = from the annotations.
-      on_error="raise",     # raise | skip: what a bad file does to a build.
-      num_workers=0,        # Feature-extraction processes; 0 = one per core.
-      # Clip length: what synth_sed synthesises and soundscapes mixes, and what every clip is
-      # cropped / padded to for batching (folder datasets may hold longer or shorter files).
-      clip_seconds=seconds,
-      # Share of the strongly labelled training clips that keep their frame labels; the others
-      # train on clip (weak) labels only. 0 = weak-label training, as in DCASE 2018 task 4.
-      # Validation and test keep every label. Clips chosen by pipeline.keeps_strong.
-      strong_fraction=1.0,
-      synth=dict(seed=0, **sizes),
-      # `soundscapes` / `urbansed_mini`: clips mixed from Scaper-style folders under `root`
-      # (default ../shared/data for urbansed_mini) onto the recordings in `backgrounds`.
-      soundscapes=dict(
-          preset="", seed=0, min_events=1, max_events=6,
-          snr_low_db=6.0, snr_high_db=30.0, max_polyphony=3, backgrounds="backgrounds",
-          sources=dict(train="", validation="", test="", unlabeled=""),  # Comma-separated dirs.
-          clips=mixed),
-  ))
 
 
 def default_workdir(config_arg: str) -> str:
@@ -165,26 +111,3 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   """`get_config(arg)` of a config file given as 'path/to/file.py[:arg]' (as --config takes)."""
   path, _, arg = spec.partition(":")
   return load_config_module(path).get_config(arg or None)
-
-
-def training_config(smoke: bool = False) -> ml_collections.ConfigDict:
-  """The knobs of one training run (the loop in sed_jax/train.py), teachers and students alike.
-
-  `smoke`: a dozen steps at batch 8, so a whole job runs in about two minutes on 2 CPU cores.
-  """
-  c = ml_collections.ConfigDict(dict(
-      batch_size=64, total_steps=3000, log_every=50, eval_every=500, checkpoint_every=500,
-      keep_checkpoints=2, loader_workers=0,
-      # Micro-batches per step (train.train_step): the memory of batch_size / k examples, the
-      # same update as the whole batch. batch_size must be a multiple of k x device count.
-      grad_accum_steps=1))
-  c.optim = optimizer_config()
-  c.loss = losses.loss_config()
-  c.augment = pipeline.augment_config()
-  c.eval = frame_scoring.eval_config()
-  if smoke:
-    c.update(dict(batch_size=8, total_steps=12, log_every=4, eval_every=6, checkpoint_every=6))
-    c.optim.warmup_steps = 2
-    c.eval.batch_size = 8
-    c.eval.psds = False
-  return c

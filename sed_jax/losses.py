@@ -15,7 +15,6 @@ All reductions are in float32 whatever the compute dtype.
 from __future__ import annotations
 
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 
@@ -68,13 +67,6 @@ def supervised_loss(frame_logits, clip_logits, batch, weak_weight: float = 1.0, 
                  denoms.get("strong"))
   w = weak_bce(clip_logits, batch["weak"], batch["has_weak"], denoms.get("weak"))
   return s + weak_weight * w, {"loss_strong": s, "loss_weak": w}
-
-
-def loss_config() -> ml_collections.ConfigDict:
-  """The supervised loss's knobs (the KD ones are the `kd` block: configs/student.py)."""
-  return ml_collections.ConfigDict(dict(
-      weak_weight=0.5,      # Clip-level BCE relative to frame-level BCE.
-  ))
 
 
 def total_loss(frame_logits, clip_logits, batch, cfg, kd=None, denoms=None):

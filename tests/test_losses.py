@@ -5,6 +5,7 @@ import numpy as np
 import optax
 import pytest
 
+from sed_jax import config_lib
 from sed_jax import losses
 
 
@@ -61,7 +62,7 @@ def test_weak_term_and_empty_label_kinds_give_zero():
 def test_total_loss_weights_the_weak_term():
   frame, clip = logits(2)
   b = batch([True, True], [True, True])
-  cfg = losses.loss_config()
+  cfg = config_lib.common().loss()
   cfg.weak_weight = 0.25
   total, aux = losses.total_loss(frame, clip, b, cfg)
   np.testing.assert_allclose(total, aux["loss_strong"] + 0.25 * aux["loss_weak"], rtol=1e-6)

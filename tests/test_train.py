@@ -141,7 +141,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "lamb", "lars"])
 def test_optimizers_and_schedule(name):
-  cfg = config_lib.optimizer_config()
+  cfg = config_lib.common().optimizer()
   cfg.update(dict(name=name, lr=0.1, warmup_steps=10, final_lr_ratio=0.1))
   tx, schedule = train.make_optimizer(cfg, 100)
   assert float(schedule(0)) == 0.0 and float(schedule(10)) == pytest.approx(0.1)
@@ -158,7 +158,7 @@ def test_optimizers_and_schedule(name):
                                               ("sqrt", 4096, 8e-3), ("linear", 16, 0.25e-3),
                                               ("sqrt", 64, 1e-3)])
 def test_lr_scaling_rules_from_the_base_batch(rule, batch, lr):
-  cfg = config_lib.optimizer_config()
+  cfg = config_lib.common().optimizer()
   cfg.update(dict(lr=1e-3, base_batch_size=64, lr_scaling=rule, warmup_steps=5,
                   final_lr_ratio=1.0))
   assert train.peak_lr(cfg, batch) == pytest.approx(lr)
@@ -167,7 +167,7 @@ def test_lr_scaling_rules_from_the_base_batch(rule, batch, lr):
 
 
 def test_warmup_in_examples_is_the_same_data_at_any_batch_size():
-  cfg = config_lib.optimizer_config()
+  cfg = config_lib.common().optimizer()
   cfg.update(dict(warmup_examples=64_000, warmup_steps=3))
   assert [train.warmup_steps(cfg, b) for b in (64, 1000, 4096)] == [1000, 64, 16]
   cfg.warmup_examples = 0

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from sed_jax import losses
+from sed_jax import config_lib
 from sed_jax import machine
 from sed_jax import train
 from sed_jax.models import crnn
@@ -42,7 +42,7 @@ def main() -> None:
                has_strong=np.ones(batch_size, bool), has_weak=np.ones(batch_size, bool),
                frame_mask=np.ones((batch_size, t_out), bool), mask=np.ones(batch_size, bool))
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
-                                   loss_cfg=losses.loss_config()))
+                                   loss_cfg=config_lib.common().loss()))
   state = jax.jit(functools.partial(train.init_state, model, tx,
                                     input_shape=(1, frames, mels)))(jax.random.key(0))
   for _ in range(3):

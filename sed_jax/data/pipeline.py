@@ -25,23 +25,11 @@ import zlib
 import grain
 import jax
 import numpy as np
-import ml_collections
 
 from sed_jax.data import builders
 
 DEVICE_KEYS = ("log_mel", "strong", "weak", "has_strong", "has_weak", "frame_mask",
                "teacher_logits", "teacher_clip_logits")
-
-
-def augment_config() -> ml_collections.ConfigDict:
-  """Training-time augmentation defaults (all off but SpecAugment-style masking)."""
-  return ml_collections.ConfigDict(dict(
-      time_masks=2, time_mask_frames=20,   # Up to 20 input frames (400 ms) each.
-      freq_masks=2, freq_mask_bins=8,
-      shift_frames=0,                      # Random roll by up to this many *output* frames.
-      mixup_prob=0.0, mixup_alpha=0.2,     # Mixup of a batch with probability mixup_prob.
-      mixup_mode="soft",                   # soft: λ-weighted targets; hard: their maximum.
-  ))
 
 
 def data_source(data_cfg, feature_cfg, split: str, prepare: bool = False):

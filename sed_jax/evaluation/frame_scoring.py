@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import ml_collections
 import numpy as np
 
 from sed_jax.data.annotations import Event
@@ -20,17 +19,6 @@ from sed_jax.evaluation import event_scoring
 # Keys a config's `eval.metric` may name (the validation score that selects the best checkpoint).
 METRICS = ("event_f1_macro", "event_f1_micro", "segment_f1_macro", "segment_f1_micro", "psds1",
            "psds2")
-
-
-def eval_config() -> ml_collections.ConfigDict:
-  """Post-processing and validation defaults (DCASE task 4 practice)."""
-  return ml_collections.ConfigDict(dict(
-      metric="event_f1_macro",   # Selects the best checkpoint; one of METRICS.
-      threshold=0.5,
-      median_window_s=0.24,      # Median filter on frame probabilities; 0 = off.
-      psds=True,                 # PSDS1/2 cost more than the F1s; off for quick validation.
-      batch_size=32,             # Global evaluation batch size.
-  ))
 
 
 def reference_events(events: Sequence[Sequence[tuple[float, float, int]]],

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from sed_jax import config_lib
 from sed_jax import io_utils
 from sed_jax import sharding
 from sed_jax import train
@@ -144,7 +145,7 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
     """Per-teacher, per-class validation event-F1 from the cached validation logits."""
     p, classes = self.builder_config.params, list(self.builder_config.classes)
     feat = _config_dict(p["feature_config"])
-    cfg = frame_scoring.eval_config()
+    cfg = config_lib.common().evaluation()
     cfg.psds = False
     ids = [ex["audio_id"] for ex, _ in val]
     durations = [float(ex["duration"]) for ex, _ in val]

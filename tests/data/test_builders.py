@@ -47,7 +47,7 @@ def make_plain_root(root):
 
 
 def data_config(name, root, data_dir, **kw):
-  cfg = config_lib.dataset_config(name)
+  cfg = config_lib.common().dataset(name)
   cfg.update(dict(dict(root=str(root), data_dir=str(data_dir), num_workers=1, clip_seconds=1.0),
                   **kw))
   return cfg
@@ -58,7 +58,7 @@ def plain(tmp_path_factory):
   """A built plain dcase_folder dataset: (data_cfg, feature_cfg, builder)."""
   tmp = tmp_path_factory.mktemp("plain")
   root = make_plain_root(tmp / "root")
-  data_cfg, feat = data_config("dcase_folder", root, tmp / "tfds"), config_lib.feature_config()
+  data_cfg, feat = data_config("dcase_folder", root, tmp / "tfds"), config_lib.common().features()
   return data_cfg, feat, builders.prepare(data_cfg, feat)
 
 
@@ -109,7 +109,7 @@ def test_prepared_dataset_is_reused_and_settings_change_the_name(plain):
   data_cfg, feat, builder = plain
   again = builders.make_builder(data_cfg, feat)
   assert again.builder_config.name == builder.builder_config.name and again.is_prepared()
-  other = config_lib.feature_config()
+  other = config_lib.common().features()
   other.n_mels = 32
   assert builders.make_builder(data_cfg, other).builder_config.name != builder.builder_config.name
   renamed = data_config("dcase_folder", data_cfg.root, data_cfg.data_dir, classes="cat,dog,bird")
@@ -118,7 +118,7 @@ def test_prepared_dataset_is_reused_and_settings_change_the_name(plain):
 
 def test_edited_annotations_give_a_new_dataset(tmp_path):
   root = make_plain_root(tmp_path / "root")
-  cfg, feat = data_config("dcase_folder", root, tmp_path / "tfds"), config_lib.feature_config()
+  cfg, feat = data_config("dcase_folder", root, tmp_path / "tfds"), config_lib.common().features()
   before = builders.make_builder(cfg, feat).builder_config.name
   with open(root / "train" / "strong.tsv", "a") as f:
     f.write("t2.wav\t0.1\t0.2\tcat\n")
@@ -129,7 +129,7 @@ def test_unbuilt_dataset_says_how_to_build(tmp_path):
   root = make_plain_root(tmp_path / "root")
   cfg = data_config("dcase_folder", root, tmp_path / "tfds")
   with pytest.raises(FileNotFoundError, match="python -m sed_jax.build --dataset=dcase_folder"):
-    pipeline.data_source(cfg, config_lib.feature_config(), "train")
+    pipeline.data_source(cfg, config_lib.common().features(), "train")
 
 
 def make_messy_root(root):
@@ -156,7 +156,7 @@ def test_messy_folder_raise_names_the_file(tmp_path):
   root = make_messy_root(tmp_path / "root")
   cfg = data_config("dcase_folder", root, tmp_path / "tfds")
   with pytest.raises(ValueError, match=r"strong\.tsv:9: offset 'oops' is not a number"):
-    builders.make_builder(cfg, config_lib.feature_config())
+    builders.make_builder(cfg, config_lib.common().features())
   # Fix the bad row: now the corrupt audio is the first problem.
   rows = [(n, 0.1, 0.5, "dog") for n in ("mono16k.wav", "corrupt.wav", "badrow.wav")]
   write_tsv(root / "train" / "strong.tsv", ["filename", "onset", "offset", "event_label"], rows)
@@ -164,24 +164,24 @@ def test_messy_folder_raise_names_the_file(tmp_path):
   for name in ("stereo44k.wav", "mono8k.wav", "mono22k.flac", "stereo48k.wav"):
     (root / "train" / "audio" / name).unlink()
   with pytest.raises(base.BuildError, match=r"(?s)corrupt\.wav.*--on_error=skip"):
-    builders.prepare(cfg, config_lib.feature_config())
-  assert not builders.make_builder(cfg, config_lib.feature_config()).is_prepared()
+    builders.prepare(cfg, config_lib.common().features())
+  assert not builders.make_builder(cfg, config_lib.common().features()).is_prepared()
 
 
 def test_messy_folder_skip_builds_the_rest_and_lists_why(tmp_path):
   root = make_messy_root(tmp_path / "root")
   cfg = data_config("dcase_folder", root, tmp_path / "tfds", on_error="skip")
-  builder = builders.prepare(cfg, config_lib.feature_config())
+  builder = builders.prepare(cfg, config_lib.common().features())
   skipped = builder.info.metadata["summary"]["train"]["skipped"]
   assert sorted(s["file"] for s in skipped) == ["badrow.wav", "corrupt.wav", "empty.wav"]
   reasons = {s["file"]: s["reason"] for s in skipped}
   assert "strong.tsv:9" in reasons["badrow.wav"] and "empty" in reasons["empty.wav"]
-  src = pipeline.data_source(cfg, config_lib.feature_config(), "train")
+  src = pipeline.data_source(cfg, config_lib.common().features(), "train")
   assert len(src) == 5
   for i in range(5):  # Every rate and channel count became 1 s of 16 kHz mono.
     assert src[i]["log_mel"].shape == (50, 64)
   # Reopened from disk, the metadata still lists the skipped files.
-  reopened = builders.make_builder(cfg, config_lib.feature_config())
+  reopened = builders.make_builder(cfg, config_lib.common().features())
   assert len(reopened.info.metadata["summary"]["train"]["skipped"]) == 3
 
 
@@ -191,7 +191,7 @@ def test_bad_tsv_line_is_named(tmp_path):
     f.write("t1.wav\tabc\t0.5\tdog\n")
   cfg = data_config("dcase_folder", root, tmp_path / "tfds")
   with pytest.raises(ValueError, match=r"strong\.tsv:6"):
-    builders.prepare(cfg, config_lib.feature_config())
+    builders.prepare(cfg, config_lib.common().features())
 
 
 def test_missing_audio_is_reported_as_a_set(tmp_path):
@@ -200,9 +200,9 @@ def test_missing_audio_is_reported_as_a_set(tmp_path):
     f.write("gone1.wav\t0.1\t0.2\tdog\ngone2.wav\t0.1\t0.2\tcat\n")
   cfg = data_config("dcase_folder", root, tmp_path / "tfds")
   with pytest.raises(ValueError, match=r"2 annotated file.*gone1\.wav, gone2\.wav"):
-    builders.prepare(cfg, config_lib.feature_config())
+    builders.prepare(cfg, config_lib.common().features())
   cfg.on_error = "skip"
-  builder = builders.prepare(cfg, config_lib.feature_config())
+  builder = builders.prepare(cfg, config_lib.common().features())
   skipped = {s["file"] for s in builder.info.metadata["summary"]["train"]["skipped"]}
   assert skipped == {"gone1.wav", "gone2.wav"}
 
@@ -212,7 +212,7 @@ def test_unannotated_audio_in_a_labelled_split_is_an_error(tmp_path):
   sf.write(root / "train" / "audio" / "stray.wav", tone(1.0), SR)
   cfg = data_config("dcase_folder", root, tmp_path / "tfds")
   with pytest.raises(base.BuildError, match=r"stray\.wav.*not listed"):
-    builders.prepare(cfg, config_lib.feature_config())
+    builders.prepare(cfg, config_lib.common().features())
 
 
 def test_desed_and_urban_sed_presets(tmp_path):
@@ -231,7 +231,7 @@ def test_desed_and_urban_sed_presets(tmp_path):
   write_tsv(d / "metadata/validation/validation.tsv",
             ["filename", "onset", "offset", "event_label"], [("v.wav", 0.2, 0.4, "Dog")])
   cfg = data_config("desed", d, tmp_path / "tfds")
-  builder = builders.prepare(cfg, config_lib.feature_config())
+  builder = builders.prepare(cfg, config_lib.common().features())
   assert sorted(builder.info.splits) == ["synthetic", "unlabeled", "validation", "weak"]
   assert builder.info.metadata["classes"] == ["Dog", "Speech"]
 
@@ -243,19 +243,19 @@ def test_desed_and_urban_sed_presets(tmp_path):
   sf.write(u / "audio/validate/b.wav", tone(1.0), SR)
   (u / "annotations/validate/b.txt").write_text("0.0\t0.3\tdog_bark\n0.5\t0.9\tsiren\n")
   cfg = data_config("urban_sed", u, tmp_path / "tfds")
-  builder = builders.prepare(cfg, config_lib.feature_config())
+  builder = builders.prepare(cfg, config_lib.common().features())
   assert sorted(builder.info.splits) == ["train", "validation"]
-  val = pipeline.data_source(cfg, config_lib.feature_config(), "validation")
+  val = pipeline.data_source(cfg, config_lib.common().features(), "validation")
   assert val[0]["weak"].tolist() == [1, 1]
 
 
 def test_missing_root_is_a_clear_error(tmp_path):
   cfg = data_config("dcase_folder", tmp_path / "nowhere", tmp_path / "tfds")
   with pytest.raises(base.BuildError, match="dataset.root"):
-    builders.make_builder(cfg, config_lib.feature_config())
+    builders.make_builder(cfg, config_lib.common().features())
   cfg = data_config("dcase_folder", "", tmp_path / "tfds")
   with pytest.raises(base.BuildError, match="--root"):
-    builders.make_builder(cfg, config_lib.feature_config())
+    builders.make_builder(cfg, config_lib.common().features())
 
 
 def test_killed_build_leaves_nothing_readable_and_next_build_succeeds(tmp_path):
@@ -274,13 +274,13 @@ def test_killed_build_leaves_nothing_readable_and_next_build_succeeds(tmp_path):
           os.kill(os.getpid(), signal.SIGKILL)
         return real(*a)
       base.make_example = dying
-      cfg = config_lib.dataset_config("dcase_folder")
+      cfg = config_lib.common().dataset("dcase_folder")
       cfg.update(dict(root={str(root)!r}, data_dir={str(tfds_dir)!r}, num_workers=1))
-      builders.prepare(cfg, config_lib.feature_config())
+      builders.prepare(cfg, config_lib.common().features())
   """)
   proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
   assert proc.returncode == -9, proc.stderr[-2000:]
-  cfg, feat = data_config("dcase_folder", root, tfds_dir), config_lib.feature_config()
+  cfg, feat = data_config("dcase_folder", root, tfds_dir), config_lib.common().features()
   builder = builders.make_builder(cfg, feat)
   assert not builder.is_prepared()
   leftovers = list(tfds_dir.rglob("incomplete.*"))
@@ -300,7 +300,7 @@ def test_parallel_extraction_equals_serial(tmp_path):
     sf.write(root / "train" / "audio" / f"c{i}.wav", tone(1.0, 200 + 50 * i), SR)
     rows.append((f"c{i}.wav", 0.1 * (i % 5), 0.6, "x"))
   write_tsv(root / "train" / "strong.tsv", ["filename", "onset", "offset", "event_label"], rows)
-  feat = config_lib.feature_config()
+  feat = config_lib.common().features()
   serial = builders.prepare(data_config("dcase_folder", root, tmp_path / "a"), feat)
   par_cfg = data_config("dcase_folder", root, tmp_path / "b", num_workers=2)
   parallel = builders.prepare(par_cfg, feat)
@@ -328,7 +328,7 @@ def test_soundscapes_builder_mixes_builds_and_withholds_unlabeled_labels(tmp_pat
   s.update(dict(backgrounds="bg", max_events=2))
   s.sources.update(dict(train="a", validation="b", test="", unlabeled="a"))
   s.clips.update(dict(train=4, validation=2, test=0, unlabeled=3))
-  feat = config_lib.feature_config()
+  feat = config_lib.common().features()
   builder = builders.prepare(cfg, feat)
   assert sorted(builder.info.splits) == ["train", "unlabeled", "validation"]
   train = pipeline.data_source(cfg, feat, "train")
@@ -344,11 +344,11 @@ def test_soundscapes_builder_mixes_builds_and_withholds_unlabeled_labels(tmp_pat
 @pytest.mark.skipif(not (Path(__file__).parents[2] / ".." / "shared" / "data").is_dir(),
                     reason="../shared/data (real UrbanSound8K clips) is not beside this checkout")
 def test_urbansed_mini_smoke_builds_from_the_real_clips(tmp_path):
-  cfg = config_lib.dataset_config("urbansed_mini", smoke=True)
+  cfg = config_lib.common().dataset("urbansed_mini", smoke=True)
   cfg.update(dict(root=str(Path(__file__).parents[2] / ".." / "shared" / "data"),
                   data_dir=str(tmp_path / "tfds"), num_workers=1))
   cfg.soundscapes.clips.update(dict(train=8, validation=4, test=4, unlabeled=0))
-  builder = builders.prepare(cfg, config_lib.feature_config())
+  builder = builders.prepare(cfg, config_lib.common().features())
   summary = builder.info.metadata["summary"]
   assert {k: v["clips"] for k, v in summary.items()} == {"train": 8, "validation": 4, "test": 4}
   assert builder.info.metadata["classes"][0] == "air_conditioner"

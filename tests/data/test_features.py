@@ -18,7 +18,7 @@ P = 0.08  # Output frame length at the defaults: 4 * 320 / 16000.
 
 @pytest.fixture(scope="module")
 def cfg():
-  return config_lib.feature_config()
+  return config_lib.common().features()
 
 
 def test_frame_grid_defaults(cfg):

@@ -28,9 +28,9 @@ def example(i, frames=T, has_strong=True, has_weak=True):
 
 @pytest.fixture(scope="module")
 def cfgs():
-  feat = config_lib.feature_config()
+  feat = config_lib.common().features()
   feat.n_mels = F
-  data = config_lib.dataset_config()
+  data = config_lib.common().dataset()
   data.clip_seconds = T * feat.hop_length / feat.sample_rate
   return data, feat
 
@@ -130,7 +130,7 @@ def test_strong_fraction_leaves_the_other_clips_only_their_weak_labels(cfgs):
 
 def test_specaugment_masks_features_but_not_targets(cfgs):
   data, feat = cfgs
-  aug = pipeline.augment_config()
+  aug = config_lib.common().augment()
   aug.update(dict(time_masks=2, time_mask_frames=10, freq_masks=2, freq_mask_bins=3))
   ex = pipeline.FixLength(T, 4, feat.log_floor).map(example(4))
   ex["log_mel"] = np.random.default_rng(0).standard_normal((T, F)).astype(np.float32)
@@ -141,7 +141,7 @@ def test_specaugment_masks_features_but_not_targets(cfgs):
 
 def test_time_shift_moves_features_and_targets_together(cfgs):
   data, feat = cfgs
-  aug = pipeline.augment_config()
+  aug = config_lib.common().augment()
   aug.update(dict(time_masks=0, freq_masks=0, shift_frames=3))
   ex = pipeline.FixLength(T, 4, feat.log_floor).map(example(0))
   ex["log_mel"] = np.zeros((T, F), np.float32)
@@ -163,9 +163,9 @@ def test_time_shift_moves_features_and_targets_together(cfgs):
 
 
 def test_mixup_pairs_only_examples_with_the_same_label_kinds(cfgs):
-  aug = pipeline.augment_config()
+  aug = config_lib.common().augment()
   aug.update(dict(mixup_prob=1.0, mixup_alpha=0.4))
-  fix = pipeline.FixLength(T, 4, config_lib.feature_config().log_floor)
+  fix = pipeline.FixLength(T, 4, config_lib.common().features().log_floor)
   exs = [fix.map(example(i, has_strong=i < 4, has_weak=i < 4)) for i in range(8)]
   batch = {k: np.stack([e[k] for e in exs]) for k in exs[0]}
   out = pipeline.Mixup(aug).random_map(batch, np.random.default_rng(0))
@@ -180,7 +180,7 @@ def test_mixup_pairs_only_examples_with_the_same_label_kinds(cfgs):
 def test_mixup_mixes_teacher_targets_with_their_clips():
   """A KD target must follow its mixture: each teacher's probability is mixed with λ (soft) or
   maxed (hard), saturated logits included; left unmixed it would be one clip's teachers."""
-  aug = pipeline.augment_config()
+  aug = config_lib.common().augment()
   aug.update(dict(mixup_prob=1.0, mixup_alpha=0.4))
   n, k, t = 6, 2, 5
   logits = np.random.default_rng(1).normal(0, 4, (n, k, t, C)).astype(np.float16)

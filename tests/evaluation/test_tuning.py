@@ -3,6 +3,7 @@
 import ml_collections
 import numpy as np
 
+from sed_jax import config_lib
 from sed_jax.data.annotations import Event
 from sed_jax.evaluation import frame_scoring
 from sed_jax.evaluation import tuning
@@ -31,7 +32,8 @@ def _split(n: int, seed: int):
 
 
 def _eval_cfg(**kw):
-  return ml_collections.ConfigDict(dict(frame_scoring.eval_config().to_dict(), psds=False, **kw))
+  return ml_collections.ConfigDict(dict(config_lib.common().evaluation().to_dict(), psds=False,
+                                         **kw))
 
 
 def test_each_class_gets_the_smoothing_and_threshold_it_needs():
@@ -53,7 +55,7 @@ def test_each_class_gets_the_smoothing_and_threshold_it_needs():
 def test_values_tuned_on_validation_score_the_test_split():
   val, test = _split(12, seed=0), _split(9, seed=1)
   tuned = tuning.tune(*val, CLASSES, HOP)
-  out = tuning.score_tuned(*test, CLASSES, HOP, frame_scoring.eval_config(), tuned)
+  out = tuning.score_tuned(*test, CLASSES, HOP, config_lib.common().evaluation(), tuned)
   assert out["event_f1_macro"] == 1.0 and "psds1" not in out
   # The same numbers as scoring with those per-class values by hand.
   by_hand = frame_scoring.score_predictions(*test, CLASSES, HOP, _eval_cfg(

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from sed_jax import config_lib
 from sed_jax import losses
 from sed_jax.kd import losses as kd_losses
 from sed_jax.kd import strategies
@@ -66,12 +67,12 @@ def test_total_loss_mixes_bce_and_t_squared_kd():
   b = kd_batch()
   frame, clip = logits(2)
   kd = objective(alpha=0.7, temperature=4.0, clip_weight=0.5)
-  loss, aux = losses.total_loss(frame, clip, b, losses.loss_config(), kd)
+  loss, aux = losses.total_loss(frame, clip, b, config_lib.common().loss(), kd)
   term = aux["loss_kd_frame"] + 0.5 * aux["loss_kd_clip"]
   np.testing.assert_allclose(loss, 0.3 * aux["loss_supervised"] + 0.7 * 16.0 * term, rtol=1e-6)
   # No KD: the supervised loss, and no teacher logits needed.
   plain, _ = losses.total_loss(frame, clip, batch([True, False], [True, False]),
-                               losses.loss_config())
+                               config_lib.common().loss())
   np.testing.assert_allclose(plain, aux["loss_supervised"], rtol=1e-6)
 
 
@@ -80,13 +81,15 @@ def test_kd_reaches_unlabelled_examples_and_skips_padded_frames(name):
   b = kd_batch()
   frame, clip = logits(2)
   kd = objective(alpha=1.0, loss=name)
-  g = jax.grad(lambda f: losses.total_loss(f, clip, b, losses.loss_config(), kd)[0])(frame)
+  g = jax.grad(lambda f: losses.total_loss(f, clip, b, config_lib.common().loss(), kd)[0])(frame)
   assert float(jnp.abs(g[1]).sum()) > 0  # The unlabelled example is taught by the teachers.
   padded = dict(b, frame_mask=b["frame_mask"].at[1, 2:].set(False))
-  g = jax.grad(lambda f: losses.total_loss(f, clip, padded, losses.loss_config(), kd)[0])(frame)
+  g = jax.grad(
+      lambda f: losses.total_loss(f, clip, padded, config_lib.common().loss(), kd)[0])(frame)
   np.testing.assert_array_equal(g[1, 2:], 0.0)
   with pytest.raises(ValueError, match="teacher logits"):
-    losses.total_loss(frame, clip, batch([True, True], [True, True]), losses.loss_config(), kd)
+    losses.total_loss(frame, clip, batch([True, True], [True, True]), config_lib.common().loss(),
+                      kd)
 
 
 @pytest.mark.parametrize("name", list(kd_losses.KD_LOSSES))
@@ -102,7 +105,7 @@ def test_saturated_float16_teachers_give_a_finite_loss_and_gradient(strategy, na
   frame, clip = logits(2)
   kd = objective(strategy, alpha=0.9, loss=name)
   loss, grads = jax.value_and_grad(
-      lambda f: losses.total_loss(f, clip, b, losses.loss_config(), kd)[0])(frame)
+      lambda f: losses.total_loss(f, clip, b, config_lib.common().loss(), kd)[0])(frame)
   assert np.isfinite(float(loss)) and np.isfinite(np.asarray(grads)).all()
 
 
@@ -130,6 +133,6 @@ def test_a_registered_kd_loss_is_usable_by_name(monkeypatch):
 
   b = kd_batch()
   frame, clip = logits(2)
-  loss, aux = losses.total_loss(frame, clip, b, losses.loss_config(),
+  loss, aux = losses.total_loss(frame, clip, b, config_lib.common().loss(),
                                 objective(alpha=1.0, loss="l1_prob"))
   assert float(aux["loss_kd_frame"]) > 0 and np.isfinite(float(loss))

@@ -132,7 +132,7 @@ def _build(tmp_path, edit):
   root = _good_root(tmp_path / "root")
   edit(root)
   cfg = data_config("dcase_folder", root, tmp_path / "tfds")
-  return cfg, lambda: builders.prepare(cfg, config_lib.feature_config())
+  return cfg, lambda: builders.prepare(cfg, config_lib.common().features())
 
 
 def _nothing_half_written(cfg) -> None:

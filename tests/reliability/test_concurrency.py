@@ -72,10 +72,10 @@ from absl import logging
 from sed_jax import config_lib
 from sed_jax.data import builders
 logging.set_verbosity(logging.INFO)
-d = config_lib.dataset_config("synth_sed", smoke=True)
+d = config_lib.common().dataset("synth_sed", smoke=True)
 d.synth.update(dict(train=24, validation=4, test=4, unlabeled=4))
 d.data_dir, d.num_workers = sys.argv[1], 1
-b = builders.prepare(d, config_lib.feature_config())
+b = builders.prepare(d, config_lib.common().features())
 print("splits", sorted(b.info.splits), flush=True)
 """
 
