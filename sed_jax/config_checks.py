@@ -45,7 +45,7 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
     if device_count and isinstance(value, int) and value > 0 and value % device_count:
       yield (f"{prefix}{key}={value} does not split over the {device_count} devices: use a "
              f"multiple of {device_count}.")
-  k = c.get("grad_accum_steps", 1)
+  k = c.grad_accum_steps
   if not (isinstance(k, int) and k > 0):
     yield f"{prefix}grad_accum_steps={k!r} must be a positive integer (1 = no accumulation)."
   elif k > 1 and isinstance(c.get("batch_size"), int) and c.batch_size % (k * (device_count or 1)):
@@ -57,11 +57,11 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
     yield f"{prefix}optim.name={o.name!r} is not one of {train.OPTIMIZERS}."
   if not o.lr > 0:
     yield f"{prefix}optim.lr={o.lr!r} must be > 0."
-  if o.get("lr_scaling", "none") not in train.LR_SCALING:
+  if o.lr_scaling not in train.LR_SCALING:
     yield f"{prefix}optim.lr_scaling={o.lr_scaling!r} is not one of {train.LR_SCALING}."
-  if o.get("base_batch_size", 1) <= 0:
+  if o.base_batch_size <= 0:
     yield f"{prefix}optim.base_batch_size={o.base_batch_size!r} must be > 0."
-  if o.warmup_steps < 0 or o.get("warmup_examples", 0) < 0:
+  if o.warmup_steps < 0 or o.warmup_examples < 0:
     yield f"{prefix}optim.warmup_steps / warmup_examples must be >= 0."
   if not 0 <= o.final_lr_ratio <= 1:
     yield f"{prefix}optim.final_lr_ratio={o.final_lr_ratio!r} must be in [0, 1]."
@@ -94,7 +94,7 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
     yield f"dataset.name={d.name!r} is not one of {sorted(builders.DATASETS)}."
   if not d.clip_seconds > 0:
     yield f"dataset.clip_seconds={d.clip_seconds!r} must be > 0."
-  if not 0 <= d.get("strong_fraction", 1.0) <= 1:
+  if not 0 <= d.strong_fraction <= 1:
     yield (f"dataset.strong_fraction={d.strong_fraction!r} must be in [0, 1] (the share of "
            "training clips that keep frame labels; 0 = weak labels only).")
   if d.on_error not in ("raise", "skip"):
@@ -131,9 +131,9 @@ def _distill(c, device_count: int | None) -> Iterator[str]:
            "labelled clip in a KD batch; 0 = the splits' own share).")
   if not (isinstance(kd.cache_batch_size, int) and kd.cache_batch_size > 0):
     yield f"kd.cache_batch_size={kd.cache_batch_size!r} must be a positive integer."
-  if c.get("parallel_runs", 1) < 1:
+  if c.parallel_runs < 1:
     yield f"parallel_runs={c.parallel_runs!r} must be >= 1."
-  seeds = c.get("student_seeds", 1)
+  seeds = c.student_seeds
   if not (isinstance(seeds, int) and seeds >= 1):
     yield f"student_seeds={seeds!r} must be a positive integer (students trained per strategy)."
   yield from _training(c.teacher, "teacher.", device_count)

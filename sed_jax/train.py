@@ -64,16 +64,16 @@ LR_SCALING = ("none", "linear", "sqrt")
 
 def peak_lr(cfg, batch_size: int) -> float:
   """`cfg.lr`, scaled from `cfg.base_batch_size` to `batch_size` by `cfg.lr_scaling`."""
-  rule = cfg.get("lr_scaling", "none")
+  rule = cfg.lr_scaling
   if rule not in LR_SCALING:
     raise ValueError(f"Config key optim.lr_scaling={rule!r} is not one of {LR_SCALING}.")
-  ratio = batch_size / cfg.get("base_batch_size", batch_size)
+  ratio = batch_size / cfg.base_batch_size
   return cfg.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[rule]
 
 
 def warmup_steps(cfg, batch_size: int) -> int:
   """`cfg.warmup_steps`, or the steps that see `cfg.warmup_examples` examples when it is set."""
-  examples = cfg.get("warmup_examples", 0)
+  examples = cfg.warmup_examples
   return -(-examples // batch_size) if examples else cfg.warmup_steps
 
 
@@ -82,7 +82,7 @@ def derived(config) -> dict[str, Any]:
   global and per-device batch, the examples seen, and the learning rate after the large-batch
   rules (`peak_lr`, `warmup_steps`)."""
   batch, devices = config.batch_size, jax.device_count()
-  accum = config.get("grad_accum_steps", 1)
+  accum = config.grad_accum_steps
   return dict(global_batch=batch, devices=devices, per_device_batch=batch / devices,
               micro_batch=batch // accum, total_steps=config.total_steps,
               examples_seen=batch * config.total_steps, peak_lr=peak_lr(config.optim, batch),
@@ -342,9 +342,9 @@ def _train_and_evaluate(config, workdir: epath.Path, train_source, kd) -> dict[s
   loader = pipeline.train_loader(
       train_src, batch_size=local_bs, seed=config.seed, data_cfg=config.dataset,
       feature_cfg=config.features, augment=config.augment,
-      worker_count=config.get("loader_workers", 0))
+      worker_count=config.loader_workers)
   data_iter = iter(loader)
-  ckpt = ckpt_lib.Checkpointer(workdir, keep=config.get("keep_checkpoints", 2))
+  ckpt = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   if ckpt.latest_step() is not None:
     state = ckpt.restore(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                                      sharding=x.sharding), state),
@@ -352,7 +352,7 @@ def _train_and_evaluate(config, workdir: epath.Path, train_source, kd) -> dict[s
     logging.info("Resumed %s from step %d.", workdir, int(state.step))
 
   p_train = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_cfg=config.loss,
-                                      kd=kd, accum_steps=config.get("grad_accum_steps", 1)),
+                                      kd=kd, accum_steps=config.grad_accum_steps),
                     in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=(0,))
   p_eval = jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
                    out_shardings=data)

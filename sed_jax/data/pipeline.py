@@ -282,7 +282,7 @@ def train_loader(source, *, batch_size: int, seed: int, data_cfg, feature_cfg,
                              process_index=index, process_count=count)
   ops: list[Any] = [FixLength(clip_frames(data_cfg, feature_cfg), feature_cfg.time_pool,
                               feature_cfg.log_floor, keep_id=True,
-                              strong_fraction=data_cfg.get("strong_fraction", 1.0))]
+                              strong_fraction=data_cfg.strong_fraction)]
   if augment is not None and (augment.time_masks or augment.freq_masks or augment.shift_frames):
     ops.append(SpecAugment(augment, feature_cfg.time_pool))
   ops.append(grain.transforms.Batch(batch_size, drop_remainder=True))

@@ -95,7 +95,7 @@ def train_teachers(config, workdir: epath.Path) -> list[teacher_cache.Teacher]:
 def in_parallel(config, fn, jobs: list[tuple], names: list[str]) -> list[Any]:
   """`[fn(*job) for job in jobs]`, `config.parallel_runs` at a time in worker processes on a
   single-process job (processes.py says why), each told its log level and progress-bar line."""
-  workers = config.get("parallel_runs", 1) if jax.process_count() == 1 else 1
+  workers = config.parallel_runs if jax.process_count() == 1 else 1
   if workers > 1 and len(jobs) > 1:
     builders.prepare(config.dataset, config.features)  # Once, before the workers read it.
   jobs = [job + (n % workers, logging.get_verbosity()) for n, job in enumerate(jobs)]
@@ -163,7 +163,7 @@ def student_seeds(config) -> list[int]:
   show a gain that is not there, or hide one; and a machine of another kind moves every figure
   by about a seed's spread (docs/reproducibility.md).
   """
-  return [config.seed + i for i in range(config.get("student_seeds", 1))]
+  return [config.seed + i for i in range(config.student_seeds)]
 
 
 def train_student(config, run_dir: epath.Path, cache=None) -> dict[str, Any]:
@@ -458,7 +458,7 @@ def _row(name, role, kd, metrics, params, flops, seed=None):
               **{k: metrics.get(v) for k, v in ROW_METRICS.items()})
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
+def stats(values: list[float]) -> dict[str, Any]:
   """mean, sample std (0 for one value) and the values themselves, of the non-None ones."""
   values = [float(v) for v in values if v is not None]
   if not values:
@@ -480,7 +480,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if r["role"] == "student":
       groups.setdefault(r["kd"], []).append(r)
   students = [dict(name=g[0]["name"], role="student", kd=kd, seeds=[r["seed"] for r in g],
-                   **{m: _stats([r[m] for r in g]) for m in ROW_METRICS})
+                   **{m: stats([r[m] for r in g]) for m in ROW_METRICS})
               for kd, g in groups.items()]
   base = {r["seed"]: r for r in groups.get("none", [])}
   gains = []
