@@ -488,8 +488,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     paired = [r for r in g if kd != "none" and r["seed"] in base]
     if not paired:
       continue
-    diff = {m: _stats([None if r[m] is None or base[r["seed"]][m] is None
-                       else r[m] - base[r["seed"]][m] for r in paired]) for m in ROW_METRICS}
+    diff = {m: stats([None if r[m] is None or base[r["seed"]][m] is None
+                      else r[m] - base[r["seed"]][m] for r in paired]) for m in ROW_METRICS}
     gains.append(dict(name=g[0]["name"], kd=kd, against=base[paired[0]["seed"]]["name"],
                       seeds=[r["seed"] for r in paired],
                       positive_seeds=sum(v > 0 for v in diff["event_f1"]["values"]), **diff))
