@@ -32,7 +32,8 @@ def _newer(paths, since: float) -> bool:
   return any(p.stat().st_mtime >= since for p in paths if p.exists())
 
 
-def stages(data: Path, work: Path, n_teachers: int) -> dict[str, tuple[Callable, Callable]]:
+def stages(data: Path, work: Path, n_teachers: int, n_students: int
+           ) -> dict[str, tuple[Callable, Callable]]:
   """Per stage: (under way in a process started at `since`, finished).
 
   A training stage is under way from the moment a run (re)starts, which rewrites its
@@ -52,7 +53,7 @@ def stages(data: Path, work: Path, n_teachers: int) -> dict[str, tuple[Callable,
           lambda since: _newer(data.glob("teacher_cache/*/incomplete.*"), since),
           lambda: built("teacher_cache")),
       "student training": (lambda since: _newer(work.glob("students/*/config.json"), since),
-                           lambda: len(list(work.glob("students/*/test_metrics.json"))) == 2),
+                           lambda: len(list(work.glob("students/*/test_metrics.json"))) == n_students),
       "report": (lambda since: _newer([work / "results.json"], since),
                  lambda: (work / "report.md").exists()),
   }
@@ -86,12 +87,13 @@ def run(command: list[str], under_way=None, delay: float = 0.0, sig=signal.SIGKI
   return False
 
 
-def inject(command: list[str], data: Path, work: Path, n_teachers: int, kills: int,
-           rng: random.Random, max_delay: dict[str, float], sig=signal.SIGKILL) -> dict[str, int]:
+def inject(command: list[str], data: Path, work: Path, n_teachers: int, n_students: int,
+           kills: int, rng: random.Random, max_delay: dict[str, float], sig=signal.SIGKILL
+           ) -> dict[str, int]:
   """Stops `command` up to `kills` times per stage (at a random moment within `max_delay[stage]`
   s of its start), restarting after each, then runs it to the end. Returns kills per stage."""
   made = {}
-  for stage, (under_way, finished) in stages(data, work, n_teachers).items():
+  for stage, (under_way, finished) in stages(data, work, n_teachers, n_students).items():
     made[stage] = 0
     for _ in range(kills):
       if finished():
@@ -122,7 +124,8 @@ def main() -> None:
   from sed_jax import config_lib  # pylint: disable=g-import-not-at-top
   out = Path(args.out)
   shutil.rmtree(out, ignore_errors=True)
-  n_teachers = len(config_lib.load_config(str(ROOT / args.config)).teachers)
+  config = config_lib.load_config(str(ROOT / args.config))
+  n_teachers, n_students = len(config.teachers), 2 * config.student_seeds  # No KD and KD.
   command = lambda d, w: [sys.executable, "-m", "sed_jax.main", f"--config={args.config}",
                           f"--workdir={w}", f"--config.dataset.data_dir={d}"]
   t0 = time.time()
@@ -130,9 +133,9 @@ def main() -> None:
   reference = json.loads((out / "ref_run" / "results.json").read_text())
   print(f"reference run: {time.time() - t0:.0f} s", flush=True)
   delays = {s: args.max_delay / (5 if s == "report" else 1) for s in
-            stages(out, out, n_teachers)}
+            stages(out, out, n_teachers, n_students)}
   data, work = out / "tfds", out / "run"
-  made = inject(command(data, work), data, work, n_teachers, args.kills,
+  made = inject(command(data, work), data, work, n_teachers, n_students, args.kills,
                 random.Random(args.seed), delays, getattr(signal, f"SIG{args.signal}"))
   same = json.loads((work / "results.json").read_text()) == reference
   left = leftovers(data, work)

@@ -41,8 +41,8 @@ def test_killed_at_every_stage_the_experiment_ends_as_if_never_killed(tmp_path, 
 
   data, work = tmp_path / "tfds", tmp_path / "run"
   # Within each stage's length on this config (the report takes a second or two).
-  delays = {s: 0.3 if s == "report" else 1.5 for s in fault_injection.stages(data, work, 2)}
-  kills = fault_injection.inject(command(data, work), data, work, 2, kills=2,
+  delays = {s: 0.3 if s == "report" else 1.5 for s in fault_injection.stages(data, work, 2, 2)}
+  kills = fault_injection.inject(command(data, work), data, work, 2, 2, kills=2,
                                  rng=random.Random(0), max_delay=delays)
 
   assert json.loads((work / "results.json").read_text()) == reference
