@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from sed_jax.models import blocks
+from tests.models import test_cpu_kernels
 
 B, T, D, H = 2, 7, 3, 5
 
@@ -145,16 +146,9 @@ def test_pool_stage_halves_frequency_until_one_bin_and_floors_time():
 # BatchNorm against flax's.
 
 
-def _values_and_grads(f, *args):
-  """f(*args) and the gradients of a random projection of it w.r.t. every argument."""
-  out = f(*args)
-  cotangent = jax.random.normal(jax.random.key(7), out.shape, out.dtype)
-  return out, jax.grad(lambda *a: jnp.sum(f(*a) * cotangent), argnums=tuple(range(len(args))))(
-      *args)
-
-
-def _assert_close(got, want):
-  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5), got, want)
+# One definition of "values and gradients agree", shared with the kernel tests.
+_values_and_grads = test_cpu_kernels._values_and_grads  # pylint: disable=protected-access
+_assert_close = test_cpu_kernels._assert_close  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("cpu_kernels", ["auto", "off"])
