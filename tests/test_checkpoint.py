@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sed_jax import checkpoint
+import tests
 
 
 def loader():
@@ -85,7 +86,7 @@ def test_a_checkpoint_saved_on_other_devices_restores_onto_this_one(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+             XLA_FLAGS=tests.xla_flags("--xla_force_host_platform_device_count=2"))
   out = subprocess.run([sys.executable, "-c", SAVE_ON_TWO_DEVICES, str(tmp_path)], env=env,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -23,6 +23,7 @@ from sed_jax import train
 from sed_jax.data import pipeline
 from sed_jax.kd import losses as kd_losses
 from tests import test_train
+import tests
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +91,7 @@ def _free_port() -> int:
 
 def _run_processes(n: int, data_dir: str, out: str, xla_flags: str = "") -> None:
   port = str(_free_port())
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=tests.xla_flags(xla_flags))
   script = WORKER.replace("ROOT_PATH", repr(str(ROOT)))
   procs = [subprocess.Popen([sys.executable, "-c", script, str(i), str(n), port, data_dir, out],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -134,7 +135,7 @@ COMMAND = ["-m", "sed_jax.main", "--config=configs/teacher.py:arch=student,smoke
 def _train(workdir: Path, data_dir: str, processes: int = 1, devices: int = 1) -> None:
   env = dict(os.environ, JAX_PLATFORMS="cpu", TFDS_DATA_DIR=data_dir,
              JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=tests.xla_flags(f"--xla_force_host_platform_device_count={devices}"))
   env.pop("JAX_COMPILATION_CACHE_DIR", None)  # As a user starts it: nothing compiled before.
   port = str(_free_port())
   multi = lambda i: ([f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}",
@@ -188,7 +189,7 @@ def test_the_command_trains_the_same_run_on_any_topology_and_it_loads_on_one_cpu
   wav = tmp_path / "clip.wav"
   audio_lib.write_audio(wav, np.random.default_rng(0).normal(0, 0.1, 16000 * 3).astype(np.float32),
                         16000)
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=tests.xla_flags())
   out = subprocess.run([sys.executable, "-m", "sed_jax.detect",
                         f"--workdir={tmp_path / '2_processes'}", f"--out={tmp_path / 'ev.tsv'}",
                         str(wav)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

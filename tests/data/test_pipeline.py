@@ -11,6 +11,7 @@ import pytest
 
 from sed_jax import config_lib
 from sed_jax.data import pipeline
+import tests
 
 T, F, C = 40, 8, 3  # 40 input frames → 10 output frames at time_pool 4.
 
@@ -248,7 +249,7 @@ def test_batches_shard_over_8_devices():
       np.testing.assert_array_equal(np.asarray(g["log_mel"]), batch["log_mel"])
       print("ok")
   """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=tests.xla_flags("--xla_force_host_platform_device_count=8"),
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
   assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]

@@ -30,9 +30,9 @@ def tiny_student_config(data_dir):
   c.dataset.synth.update(dict(train=16, validation=8, test=8, unlabeled=8))
   c.teachers = ["resnet", "xception"]
   c.model.overrides = dict(widths=[8, 8, 8], stem_width=8, gru_features=8)
-  # Stock flax ops: the experiment's machinery does not depend on the CPU kernels, and they
-  # compile slower (a fifth of this experiment's time). tests/models/test_cpu_kernels.py holds
-  # them to the stock ops; tests/test_train.py trains with them.
+  # Stock flax ops: the experiment's machinery does not depend on the CPU kernels, which take
+  # longer to compile (docs/benchmarks.md, "Test suite time"). tests/models/test_cpu_kernels.py
+  # holds them to the stock ops; tests/test_train.py trains with them.
   c.model.cpu_kernels = c.teacher.model.cpu_kernels = "off"
   for block in (c, c.teacher):
     block.total_steps, block.log_every, block.eval_every, block.checkpoint_every = 4, 2, 4, 4

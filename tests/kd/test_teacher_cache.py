@@ -14,6 +14,7 @@ from sed_jax.data import pipeline
 from sed_jax.data.builders import base
 from sed_jax.kd import teacher_cache
 from tests import test_train
+import tests
 
 
 def make_teacher(workdir, config, seed, step=1, broken=False):
@@ -168,7 +169,7 @@ def test_inference_sharded_over_8_devices_gives_the_1_device_cache(setup, tmp_pa
       np.save({str(tmp_path / "logits.npy")!r},
               np.stack([src[i]["teacher_logits"] for i in range(len(src))]))
   """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=tests.xla_flags("--xla_force_host_platform_device_count=8"),
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                         cwd=root, timeout=600)

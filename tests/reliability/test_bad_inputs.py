@@ -20,6 +20,7 @@ from sed_jax import config_checks
 from sed_jax import config_lib
 from sed_jax.data import builders
 from tests.data.test_builders import SR, data_config, tone
+import tests
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = "filename\tonset\toffset\tevent_label\n"
@@ -259,7 +260,7 @@ def test_batch_that_does_not_split_over_the_devices_stops_main_at_once(tmp_path)
       [sys.executable, "-m", "sed_jax.main", "--config=configs/student.py:smoke",
        f"--workdir={tmp_path / 'run'}", f"--config.dataset.data_dir={tmp_path / 'tfds'}"],
       capture_output=True, text=True, cwd=ROOT, timeout=300,
-      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3"))
+      env=dict(os.environ, XLA_FLAGS=tests.xla_flags("--xla_force_host_platform_device_count=3")))
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   assert "batch_size=8 does not split over the 3 devices: use a multiple of 3" in proc.stderr
   assert not (tmp_path / "tfds").exists() and not (tmp_path / "run").exists()
