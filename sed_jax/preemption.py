@@ -79,8 +79,8 @@ def _exit(code: int) -> None:
 
   Not through interpreter finalisation: native threads that outlive a stopped stage (a broken
   worker pool's manager, TFDS/TensorFlow threads) can crash it, and a handled SIGTERM then ends
-  in SIGSEGV instead of EXIT_CODE (seen once in about 50 stops in a dataset build, on a loaded
-  machine). Every file of ours is complete by now; metric writers flush on each write. A
+  in SIGSEGV instead of EXIT_CODE (a dataset build's stop, docs/reliability.md). Every file of
+  ours is complete by now; metric writers flush on each write. A
   multi-process job exits normally: JAX's shutdown barrier keeps its peers from hanging.
   """
   import jax  # pylint: disable=g-import-not-at-top

@@ -9,40 +9,11 @@ equal numbers show that the resumption itself is exact.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-_SPEC = importlib.util.spec_from_file_location(  # benchmarks/ is scripts, not a package.
-    "fault_injection", ROOT / "benchmarks" / "fault_injection.py")
-fault_injection = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(fault_injection)
-
-CONFIG = f"""
-import sys
-sys.path.insert(0, {str(ROOT)!r})
-from tests.kd.test_experiment import tiny_student_config
-
-def get_config():
-  return tiny_student_config("")
-"""
-
-
-@dataclasses.dataclass(frozen=True)
-class TinyExperiment:
-  config: Path       # The config file for `--config`.
-  data: Path         # The reference's TFDS folder: datasets and teacher cache, built.
-  results: dict      # Its results.json.
-
-  def command(self, data: Path, work: Path, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "sed_jax.main", f"--config={self.config}",
-            f"--workdir={work}", f"--config.dataset.data_dir={data}", *flags]
+from tests.reliability.tiny_experiment import CONFIG, TinyExperiment, fault_injection
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +21,11 @@ def tiny_experiment(tmp_path_factory) -> TinyExperiment:
   root = tmp_path_factory.mktemp("reference")
   config = root / "tiny.py"
   config.write_text(CONFIG)
+  data, work = root / "tfds", root / "run"
   with pytest.MonkeyPatch.context() as mp:
     mp.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
-    experiment = TinyExperiment(config, root / "tfds", {})
-    fault_injection.run(experiment.command(root / "tfds", root / "run"))
-  results = json.loads((root / "run" / "results.json").read_text())
-  return dataclasses.replace(experiment, results=results)
+    fault_injection.run(TinyExperiment(config, data, {}).command(data, work))
+  return TinyExperiment(config, data, json.loads((work / "results.json").read_text()))
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ config) is the long version.
 import json
 import random
 
-from tests.reliability.conftest import fault_injection
+from tests.reliability.tiny_experiment import fault_injection
 
 
 def test_killed_at_every_stage_the_experiment_ends_as_if_never_killed(tiny_experiment, tmp_path):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from sed_jax import preemption
-from tests.reliability.conftest import ROOT
+from tests.reliability.tiny_experiment import ROOT
 
 LAST_STEP = 4
 
