@@ -49,7 +49,7 @@ def command_flags() -> dict[str, list[str]]:
   modules = sorted(quoted_commands())
   # Several commands define --workdir: each one's flags are read, then removed, in turn.
   script = f"""
-import importlib, json
+import importlib, json, sys
 from absl import flags
 out = {{}}
 for m in {modules!r}:
@@ -57,6 +57,10 @@ for m in {modules!r}:
     importlib.import_module(m)
   except ImportError:
     out[m] = None
+    continue
+  module = sys.modules[m]
+  if hasattr(module, "parser"):  # An argparse command (sed_jax.edge: no absl on a device).
+    out[m] = [a.dest for a in module.parser()._actions if a.option_strings]
     continue
   names = [f.name for f in flags.FLAGS.flags_by_module_dict().get(m, [])]
   out[m] = names
