@@ -83,6 +83,13 @@ def test_refusals_say_why(run, tmp_path):
   assert not list(tmp_path.iterdir())
 
 
+def test_a_missing_compiler_names_the_extra(run, tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "iree.compiler", None)
+  with pytest.raises(artifact.ExportError, match=r"needs iree-base-compiler: pip install -e "
+                     r"'\.\[export\]'"):
+    artifact.export(run, tmp_path, "iree")
+
+
 def test_an_export_that_differs_from_jax_is_not_written(run, tmp_path, monkeypatch):
   monkeypatch.setitem(artifact.TOLERANCE, None, 0.0)
   with pytest.raises(artifact.ExportError, match=r"differs from JAX by .* nothing was written"):
