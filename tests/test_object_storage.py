@@ -98,6 +98,7 @@ def test_metrics_are_appended_on_a_bucket_across_restarts(bucket):
   assert (workdir / "tensorboard").is_dir()
 
 
+@pytest.mark.slow
 def test_the_experiment_runs_with_its_data_and_workdir_on_a_bucket(bucket, tmp_path,
                                                                    monkeypatch):
   """The tiny experiment with TFDS data and workdir in the bucket; then again from a second

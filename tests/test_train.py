@@ -223,6 +223,7 @@ def test_the_real_step_fits_a_batch(data_dir, dtype):
   assert int(state.step) == 40
 
 
+@pytest.mark.slow
 def test_8_devices_give_the_1_device_step(data_dir):
   """Same global batch on a 1-device and an 8-device `data` mesh: same loss and parameters, for
   a supervised step, a distillation step and a distillation step in micro-batches."""

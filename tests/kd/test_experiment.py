@@ -50,6 +50,7 @@ def experiment(tmp_path_factory):
   return config, workdir, experiment_lib.run(config, workdir)
 
 
+@pytest.mark.slow
 def test_results_have_a_row_per_model_and_student_seed(experiment):
   config, workdir, results = experiment
   assert json.loads((workdir / "results.json").read_text()) == results

@@ -10,10 +10,12 @@ config) is the long version.
 
 import json
 import random
+import pytest
 
 from tests.reliability.tiny_experiment import fault_injection
 
 
+@pytest.mark.slow
 def test_killed_at_every_stage_the_experiment_ends_as_if_never_killed(tiny_experiment, tmp_path):
   data, work = tmp_path / "tfds", tmp_path / "run"
   # Within each stage's length on this config (the report takes a second or two).

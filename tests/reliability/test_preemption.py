@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import time
+import pytest
 from pathlib import Path
 
 from sed_jax import preemption
@@ -45,6 +46,7 @@ def sigterm_checkpoints(run: Path) -> list[int]:
   return [int(p.name) for p in (run / "checkpoints").glob("[0-9]*") if int(p.name) < LAST_STEP]
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_then_the_rerun_ends_as_if_never_stopped(tiny_experiment, tmp_path):
   work = tmp_path / "run"
   command = lambda *flags: tiny_experiment.command(tiny_experiment.data, work, *flags)
