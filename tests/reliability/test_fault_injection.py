@@ -10,6 +10,7 @@ config) is the long version.
 
 import json
 import random
+
 import pytest
 
 from tests.reliability.tiny_experiment import fault_injection

@@ -11,8 +11,9 @@ import json
 import signal
 import subprocess
 import time
-import pytest
 from pathlib import Path
+
+import pytest
 
 from sed_jax import preemption
 from tests.reliability.tiny_experiment import ROOT
