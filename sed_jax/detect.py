@@ -107,10 +107,14 @@ def main(argv):
 
 
 def _write_scores(path: Path, probs: np.ndarray, detector: Detector) -> None:
+  """sed_scores_eval's score format (`read_sed_scores` reads it): onset, offset and one column
+  per class, a row per output frame. Probabilities keep 9 significant digits, which give back
+  the float32 values exactly, so scores read back are the detector's own (thresholds, PSDS and
+  logits taken from them lose nothing to rounding)."""
   hop = detector.frame_seconds
   lines = ["onset\toffset\t" + "\t".join(detector.classes)]
   for j, row in enumerate(probs):
-    lines.append(f"{j * hop:.3f}\t{(j + 1) * hop:.3f}\t" + "\t".join(f"{p:.4f}" for p in row))
+    lines.append(f"{j * hop:.3f}\t{(j + 1) * hop:.3f}\t" + "\t".join(f"{p:.9g}" for p in row))
   with io_utils.atomic_write(path) as f:
     f.write("\n".join(lines) + "\n")
 

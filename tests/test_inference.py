@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 import soundfile as sf
+from sed_scores_eval.base_modules import io as sed_scores_io
 
 from sed_jax import inference
 from sed_jax import metric_writers
@@ -179,6 +180,13 @@ def test_detect_writes_a_strong_tsv_and_skips_bad_files(run, tmp_path):
   assert all(0 <= e.onset < e.offset <= 5.3 for v in events.values() for e in v)
   assert len((tmp_path / "s" / "a.tsv").read_text().splitlines()) == 1 + 66  # 5.3 s / 80 ms.
   assert len((tmp_path / "s" / "b.tsv").read_text().splitlines()) == 1 + 37
+  # The scores are sed_scores_eval's format, and read back as the detector's own float32 values.
+  scores = sed_scores_io.read_sed_scores(tmp_path / "s")
+  assert sorted(scores) == ["a", "b"]
+  probs = inference.Detector([run], overlap_s=0.5).frame_probs(tmp_path / "audio" / "a.wav")
+  assert list(scores["a"].columns) == ["onset", "offset", *CLASSES]
+  np.testing.assert_array_equal(scores["a"][CLASSES].to_numpy(np.float32), probs)
+  np.testing.assert_allclose(scores["a"]["onset"], np.arange(66) * 0.08, atol=1e-9)
 
 
 def test_postprocessing_is_the_runs_tuned_values_where_it_has_them(tmp_path):
