@@ -176,7 +176,8 @@ def _run(workdir: Path, tmp: Path) -> None:
   # Accuracy: every seed of the KD student, in JAX and in every export of it.
   accuracy: dict[str, dict[str, dict]] = {"student, JAX detect": {}}
   for seed in seeds:
-    detector = inference.Detector(inference.model_runs(workdir, seed)[1], batch_size=1)
+    detector = student if seed == name else inference.Detector(
+        inference.model_runs(workdir, seed)[1], batch_size=1)
     accuracy["student, JAX detect"][seed] = scored([detector.frame_probs(p) for p in paths])
     for fmt, quantize in VARIANTS:
       out = tmp / seed / f"{fmt}_{quantize or 'fp32'}"

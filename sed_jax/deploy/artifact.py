@@ -33,7 +33,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +45,7 @@ import sed_jax
 from sed_jax import checkpoint as ckpt_lib
 from sed_jax import edge
 from sed_jax import inference
+from sed_jax import io_utils
 from sed_jax import train
 from sed_jax.data import pipeline
 from sed_jax.deploy import onnx_graph
@@ -84,7 +84,8 @@ def frame_probs_fn(models: Sequence, window: int, pool: int):
     mask = jnp.arange(window // pool)[None, :] < valid_frames[:, None]
     probs = [jax.nn.sigmoid(m.apply(v, log_mel, train=False, frame_mask=mask)[0])
              for m, v in models]
-    return sum(probs[1:], probs[0]) / len(probs) if len(probs) > 1 else probs[0]
+    # One model: its probabilities as they are (no mean op in the exported graph).
+    return probs[0] if len(probs) == 1 else sum(probs[1:], probs[0]) / len(probs)
 
   return frame_probs
 
@@ -116,9 +117,10 @@ def load(workdir: epath.PathLike, model: str | None = None):
   name, runs = inference.model_runs(workdir, model)
   config, classes, models, identity = None, None, [], []
   for run in runs:
-    module, variables, run_config = train.load_trained(run, len(train.run_classes(run)))
+    run_classes = train.run_classes(run)
+    module, variables, run_config = train.load_trained(run, len(run_classes))
     if config is None:
-      config, classes = run_config, train.run_classes(run, run_config)
+      config, classes = run_config, run_classes
     # Stock ops: the XLA:CPU kernels only change how gradients are computed, and an exported
     # graph must hold standard operators (the parameters are the same).
     module = module.clone(cpu_kernels="off", frontend=module.frontend.clone(cpu_kernels="off"))
@@ -197,11 +199,12 @@ def export(workdir: epath.PathLike, out: str | os.PathLike, fmt: str = "onnx",
                         **_versions(fmt)},
   }
   out = Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  _write(out / FILES[fmt], blob)
-  if target == "host":
+  if target == "host":  # Checked in memory, before anything is written.
     meta["max_abs_diff_vs_jax"] = _check(meta, out, blob, models, window, pool, quantize)
-  _write(out / edge.SIDECAR, (json.dumps(meta, indent=1) + "\n").encode())
+  with io_utils.atomic_write(out / FILES[fmt], "wb") as f:
+    f.write(blob)
+  with io_utils.atomic_write(out / edge.SIDECAR) as f:
+    f.write(json.dumps(meta, indent=1) + "\n")
   return meta
 
 
@@ -224,19 +227,6 @@ def _iree(fn, example, target: str) -> tuple[bytes, str]:
   return bytes(blob), f"jit_{fn.__name__}"
 
 
-def _write(path: Path, data: bytes) -> None:
-  """Atomic: a killed export leaves the old file or none, never a half-written one."""
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
 def _check(meta: dict, out: Path, blob: bytes, models, window: int, pool: int,
            quantize: str | None) -> float:
   """The largest |probability difference| between the artifact and JAX on a random window, a
@@ -257,7 +247,6 @@ def _check(meta: dict, out: Path, blob: bytes, models, window: int, pool: int,
     got, want = np.asarray(run(x, n))[0, :valid], np.asarray(fn(x, n))[0, :valid]
     worst = max(worst, float(np.abs(got - want).max()))
   if not worst <= TOLERANCE[quantize]:
-    (out / FILES[meta["format"]]).unlink(missing_ok=True)
     raise ExportError(f"the exported model differs from JAX by {worst:.3g} (tolerance "
                       f"{TOLERANCE[quantize]:g} for {meta['precision']}); nothing was written.")
   return worst

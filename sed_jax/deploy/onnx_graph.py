@@ -173,7 +173,7 @@ def to_onnx(fn: Callable, example_args: Sequence[Any], input_names: Sequence[str
     inputs.append(helper.make_tensor_value_info(
         name, helper.np_dtype_to_tensor_dtype(np.dtype(var.aval.dtype)), var.aval.shape))
   out_var, = closed.jaxpr.outvars
-  (out,) = _convert(g, closed.jaxpr, env, [True])
+  (out,) = _convert(g, closed.jaxpr, env)
   if out in g.const:
     raise ValueError("the exported function does not depend on its inputs.")
   g.nodes.append(helper.make_node("Identity", [g.emit(out)], [output_name]))
@@ -188,10 +188,10 @@ def to_onnx(fn: Callable, example_args: Sequence[Any], input_names: Sequence[str
   return model
 
 
-def _live(jaxpr, needed_outputs: Sequence[bool]) -> list[bool]:
-  """Which equations the needed outputs depend on (dead code elimination)."""
-  live_vars = {v for v, n in zip(jaxpr.outvars, needed_outputs)
-               if n and isinstance(v, jex_core.Var)}
+def _live(jaxpr) -> list[bool]:
+  """Which equations the outputs depend on (dead code elimination: the clip head and its
+  pooling are traced with the frame outputs, but only the frames are exported)."""
+  live_vars = {v for v in jaxpr.outvars if isinstance(v, jex_core.Var)}
   keep = [False] * len(jaxpr.eqns)
   for i in range(len(jaxpr.eqns) - 1, -1, -1):
     eqn = jaxpr.eqns[i]
@@ -201,13 +201,13 @@ def _live(jaxpr, needed_outputs: Sequence[bool]) -> list[bool]:
   return keep
 
 
-def _convert(g: _Graph, jaxpr, env: dict, needed_outputs: Sequence[bool]) -> list[str | None]:
+def _convert(g: _Graph, jaxpr, env: dict) -> list[str]:
   def read(v):
     if isinstance(v, jex_core.Literal):
       return g.constant(np.asarray(v.val, dtype=v.aval.dtype))
     return env[v]
 
-  for eqn, keep in zip(jaxpr.eqns, _live(jaxpr, needed_outputs)):
+  for eqn, keep in zip(jaxpr.eqns, _live(jaxpr)):
     if not keep:
       continue
     args = [read(v) for v in eqn.invars]
@@ -216,7 +216,7 @@ def _convert(g: _Graph, jaxpr, env: dict, needed_outputs: Sequence[bool]) -> lis
       jaxpr_in, consts = sub
       inner = {v: g.constant(np.asarray(c), "param") for v, c in zip(jaxpr_in.constvars, consts)}
       inner.update(zip(jaxpr_in.invars, args))
-      outs = _convert(g, jaxpr_in, inner, [True] * len(jaxpr_in.outvars))
+      outs = _convert(g, jaxpr_in, inner)
     elif all(a in g.const for a in args) and eqn.primitive is not bigru_p:
       # Constant folding: evaluate with JAX itself, so it is exact by construction.
       values = eqn.primitive.bind(*[g.const[a] for a in args], **eqn.params)
@@ -232,8 +232,7 @@ def _convert(g: _Graph, jaxpr, env: dict, needed_outputs: Sequence[bool]) -> lis
       outs = rule(g, args, eqn)
       outs = outs if isinstance(outs, list) else [outs]
     env.update(zip(eqn.outvars, outs))
-  return [read(v) if not isinstance(v, jex_core.Var) or v in env else None
-          for v in jaxpr.outvars]
+  return [read(v) for v in jaxpr.outvars]
 
 
 def _inner_jaxpr(eqn):
@@ -254,13 +253,10 @@ def _out_shape(eqn, i=0):
 
 def _elementwise(op):
   def rule(g, args, eqn):
-    out = g.node(op, args, _out_shape(eqn))
-    if len(args) == 2:  # Both inputs may broadcast only partially (see _broadcast_in_dim).
-      got = np.broadcast_shapes(g.shape[args[0]], g.shape[args[1]])
-      if got != _out_shape(eqn):
-        g.shape[out] = got
-        return _expand(g, out, _out_shape(eqn))
-    return out
+    # Inputs may be broadcast lazily (see _broadcast_in_dim): the result has their numpy
+    # broadcast shape, expanded where that is still smaller than JAX's.
+    out = g.node(op, args, np.broadcast_shapes(*(g.shape[a] for a in args)))
+    return _expand(g, out, _out_shape(eqn))
   return rule
 
 
@@ -304,18 +300,20 @@ def _convert_type(g, args, eqn):
   dtype = np.dtype(eqn.params["new_dtype"])
   if np.dtype(eqn.invars[0].aval.dtype) == dtype:
     return args[0]
-  return g.node("Cast", args, _out_shape(eqn), to=helper.np_dtype_to_tensor_dtype(dtype))
+  return g.node("Cast", [_full(g, args[0], eqn.invars[0])], _out_shape(eqn),
+                to=helper.np_dtype_to_tensor_dtype(dtype))
 
 
 def _rsqrt(g, args, eqn):
-  return g.node("Reciprocal", [g.node("Sqrt", args, g.shape[args[0]])], _out_shape(eqn))
+  x = _full(g, args[0], eqn.invars[0])
+  return g.node("Reciprocal", [g.node("Sqrt", [x], _out_shape(eqn))], _out_shape(eqn))
 
 
 def _integer_pow(g, args, eqn):
-  y = eqn.params["y"]
+  y, x = eqn.params["y"], _full(g, args[0], eqn.invars[0])
   if y == 2:
-    return g.node("Mul", [args[0], args[0]], _out_shape(eqn))
-  return g.node("Pow", [args[0], g.constant(np.float32(y))], _out_shape(eqn))
+    return g.node("Mul", [x, x], _out_shape(eqn))
+  return g.node("Pow", [x, g.constant(np.float32(y))], _out_shape(eqn))
 
 
 def _select_n(g, args, eqn):
@@ -354,19 +352,14 @@ def _split(g, args, eqn):
   return outs
 
 
-def _to_nc_first(spec):
-  """(permutation to [N, C, spatial...], its inverse) of a dimension-numbers spec."""
-  perm = list(spec)
-  return perm, list(np.argsort(perm))
-
-
 def _conv(g, args, eqn):
   p = eqn.params
   if p["batch_group_count"] != 1 or any(d != 1 for d in p["lhs_dilation"]):
     raise NotImplementedError("ONNX export: transposed or batch-grouped convolutions.")
   dn = p["dimension_numbers"]
-  lhs_perm, _ = _to_nc_first(dn.lhs_spec)
-  out_perm, out_inv = _to_nc_first(dn.out_spec)
+  # A dimension-numbers spec lists the axes in [N, C, spatial...] order: it is the permutation
+  # to ONNX's layout (and its argsort the way back).
+  lhs_perm, out_perm = list(dn.lhs_spec), list(dn.out_spec)
   x = _full(g, args[0], eqn.invars[0])
   in_shape = g.shape[x]
   x = g.node("Transpose", [x], [in_shape[i] for i in lhs_perm], perm=lhs_perm)
@@ -384,7 +377,7 @@ def _conv(g, args, eqn):
   y = g.node("Conv", [x, w], nc_shape, strides=[int(s) for s in p["window_strides"]],
              pads=pads, dilations=[int(d) for d in p["rhs_dilation"]],
              group=int(p["feature_group_count"]), kernel_shape=w_oihw[2:])
-  return g.node("Transpose", [y], out_shape, perm=[int(i) for i in out_inv])
+  return g.node("Transpose", [y], out_shape, perm=[int(i) for i in np.argsort(out_perm)])
 
 
 def _window_pool(kind):
@@ -405,13 +398,11 @@ def _window_pool(kind):
     perm = [0, *rest, channel, *pooled] if rest else [0, channel, *pooled]
     x = _full(g, args[0], eqn.invars[0])
     shape = g.shape[x]
+    x = g.node("Transpose", [x], [shape[i] for i in perm], perm=perm)
     if rest:  # Fold the extra untouched axes into the batch.
-      x = g.node("Transpose", [x], [shape[i] for i in perm], perm=perm)
       merged = [int(np.prod([shape[i] for i in [0, *rest]])), shape[channel],
                 *[shape[i] for i in pooled]]
       x = g.node("Reshape", [x, g.constant(np.array(merged, np.int64))], merged)
-    else:
-      x = g.node("Transpose", [x], [shape[i] for i in perm], perm=perm)
     pads = [int(lo) for i, (lo, _) in enumerate(p["padding"]) if i in pooled] + [
         int(hi) for i, (_, hi) in enumerate(p["padding"]) if i in pooled]
     if kind == "sum" and any(pads):
