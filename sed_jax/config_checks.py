@@ -16,6 +16,7 @@ from sed_jax.data import builders
 from sed_jax.evaluation import frame_scoring
 from sed_jax.kd import losses as kd_losses
 from sed_jax.kd import strategies
+from sed_jax.kd import teacher_cache
 from sed_jax.models import crnn
 
 
@@ -102,12 +103,18 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
 
 
 def _distill(c, device_count: int | None) -> Iterator[str]:
-  teachers = list(c.teachers)
-  unknown = [t for t in teachers if t not in crnn.ARCHS or t == "student"]
+  specs = list(c.teachers)
+  teachers = [teacher_cache.teacher_name(t) for t in specs]  # What strategies call them.
+  unknown = [t for t in specs if not t.startswith(teacher_cache.EXTERNAL) and
+             (t not in crnn.ARCHS or t == "student")]
   if not teachers or unknown or len(set(teachers)) != len(teachers):
-    yield (f"teachers={tuple(teachers)!r} must be distinct teacher architectures from "
-           f"{sorted(set(crnn.ARCHS) - {'student'})}" +
+    yield (f"teachers={tuple(specs)!r} must be distinct teacher architectures from "
+           f"{sorted(set(crnn.ARCHS) - {'student'})} or external:<name>=<folder> entries" +
            (f" ({', '.join(map(repr, unknown))} is not one)" if unknown else "") + ".")
+  for spec in specs:
+    problem = teacher_cache.spec_problem(spec)
+    if problem:
+      yield f"teachers entry {spec!r}: {problem}."
   kd = c.kd
   if not 0 <= kd.alpha <= 1:
     yield f"kd.alpha={kd.alpha!r} must be in [0, 1] (L = (1 − α)·BCE + α·T²·KD)."

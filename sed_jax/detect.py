@@ -28,6 +28,7 @@ from sed_jax import io_utils
 from sed_jax import metric_writers
 from sed_jax.data import annotations
 from sed_jax.data import audio as audio_lib
+from sed_jax.data import frame_scores
 from sed_jax.evaluation import report
 from sed_jax.inference import Detector
 from sed_jax.inference import model_runs
@@ -92,7 +93,9 @@ def main(argv):
       continue
     events_by_file[path.name] = detector.events(probs, threshold, median)
     if _SCORES.value:
-      _write_scores(Path(_SCORES.value) / f"{path.stem}.tsv", probs, detector)
+      # sed_scores_eval's format (data/frame_scores.py): the float32 values exactly.
+      frame_scores.write_tsv(Path(_SCORES.value) / f"{path.stem}.tsv", probs, detector.classes,
+                             detector.frame_seconds)
     if _PLOTS.value:
       report.plot_event_roll(path.name, None, {name: probs}, detector.classes,
                              detector.frame_seconds, Path(_PLOTS.value) / f"{path.stem}.png",
@@ -104,19 +107,6 @@ def main(argv):
     print(f"skipped: {message}", file=sys.stderr)
   if failed and not events_by_file:
     sys.exit(1)
-
-
-def _write_scores(path: Path, probs: np.ndarray, detector: Detector) -> None:
-  """sed_scores_eval's score format (`read_sed_scores` reads it): onset, offset and one column
-  per class, a row per output frame. Probabilities keep 9 significant digits, which give back
-  the float32 values exactly, so scores read back are the detector's own (thresholds, PSDS and
-  logits taken from them lose nothing to rounding)."""
-  hop = detector.frame_seconds
-  lines = ["onset\toffset\t" + "\t".join(detector.classes)]
-  for j, row in enumerate(probs):
-    lines.append(f"{j * hop:.3f}\t{(j + 1) * hop:.3f}\t" + "\t".join(f"{p:.9g}" for p in row))
-  with io_utils.atomic_write(path) as f:
-    f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

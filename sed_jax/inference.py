@@ -46,6 +46,13 @@ def model_runs(workdir: epath.PathLike, name: str | None) -> tuple[str, list[epa
     name = kd[0] if kd else names[-1]
   if name not in names:
     raise ValueError(f"--model={name!r} is not in {results}; models: {', '.join(names)}.")
+  external = [r["name"] for r in rows if r["role"] == "teacher" and r["kd"] == "external"]
+  if name in external + ["ensemble"] * bool(external):
+    raise ValueError(
+        f"--model={name!r} {'includes' if name == 'ensemble' else 'is'} the external "
+        f"teacher(s) {', '.join(external)} of {results}: their scores came from files, so they "
+        "cannot run on new audio here; pick a model trained here (a student or a built-in "
+        "teacher).")
   if name == "ensemble":
     return name, [workdir / "teachers" / r["name"] for r in rows if r["role"] == "teacher"]
   if name.startswith("student_"):

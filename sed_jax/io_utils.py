@@ -37,6 +37,16 @@ def files_under(folder: str | os.PathLike) -> list[epath.Path]:
   return out
 
 
+def content_hash(folder: str | os.PathLike) -> str:
+  """16 hex digits of a SHA-256 over every file under `folder` (relative names and bytes): what
+  a cache built from that folder (a checkpoint, an external teacher's scores) depends on."""
+  folder = epath.Path(folder)
+  h = hashlib.sha256()
+  for f in files_under(folder):
+    h.update(str(f.relative_to(folder)).encode() + f.read_bytes())
+  return h.hexdigest()[:16]
+
+
 def absolute(path: str | os.PathLike) -> epath.Path:
   """`path` made absolute (against the working directory) unless it is a URL already."""
   return epath.Path(pathlib.Path(path).absolute()) if is_local(path) else epath.Path(path)

@@ -40,18 +40,21 @@ def mean_std(values: Sequence[float | None], digits: int = 3, signed: bool = Fal
 def results_table(results: Mapping[str, Any]) -> str:
   """The results.json rows as a markdown table, with compression vs the mean teacher."""
   rows = results["models"]
-  teachers = [r["params"] for r in rows if r["role"] == "teacher"]
+  # External teachers (files of scores) have no known size: left out of the mean.
+  teachers = [r["params"] for r in rows if r["role"] == "teacher" and r["params"] is not None]
   mean_teacher = float(np.mean(teachers)) if teachers else None
   lines = ["| model | role | KD | seed | parameters | compression vs mean teacher "
            "| GFLOPs / 10-s clip | segment F1 | segment ER | event F1 | PSDS1 | PSDS2 |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
-    ratio = f"{mean_teacher / r['params']:.1f}x" if mean_teacher and r["role"] != "ensemble" \
-        else "–"
+    ratio = f"{mean_teacher / r['params']:.1f}x" if mean_teacher and r["params"] and \
+        r["role"] != "ensemble" else "–"
+    params = "–" if r["params"] is None else f"{r['params']:,}"
+    flops = "–" if r["flops_per_clip"] is None else f"{r['flops_per_clip'] / 1e9:.3f}"
     seed = "–" if r.get("seed") is None else r["seed"]
     lines.append(
-        f"| {r['name']} | {r['role']} | {r['kd']} | {seed} | {r['params']:,} | {ratio} | "
-        f"{r['flops_per_clip'] / 1e9:.3f} | {_fmt(r['segment_f1'])} | {_fmt(r['segment_er'])} | "
+        f"| {r['name']} | {r['role']} | {r['kd']} | {seed} | {params} | {ratio} | "
+        f"{flops} | {_fmt(r['segment_f1'])} | {_fmt(r['segment_er'])} | "
         f"{_fmt(r['event_f1'])} | {_fmt(r['psds1'])} | {_fmt(r['psds2'])} |")
   return "\n".join(lines)
 

@@ -204,8 +204,9 @@ def run_ablation(config, workdir: epath.Path, seeds: list[int], strategies: list
                                          runs=[], metrics=[]))
     arm["runs"].append(name)
     arm["metrics"].append(metrics)
-  teacher_rows = [dict(arm=f"teacher {t.name}", metrics=[json.loads(
-      (epath.Path(t.workdir) / "test_metrics.json").read_text())]) for t in teachers]
+  classes = list(cache.info.metadata["classes"])
+  teacher_rows = [dict(arm=f"teacher {t.name}", metrics=[m]) for t, m in zip(
+      teachers, experiment.teacher_metrics(config, teachers, cache, classes))]
   return dict(best_teacher=single, seeds=seeds, arms=list(results.values()),
               teachers=teacher_rows)
 

@@ -82,14 +82,37 @@ def student_config(config: ml_collections.ConfigDict, distil: bool) -> ml_collec
   return c
 
 
-def train_teachers(config, workdir: epath.Path) -> list[teacher_cache.Teacher]:
-  """Every teacher of `config.teachers` trained (finished runs are kept), `parallel_runs` at a
-  time (see `in_parallel`)."""
-  runs = [workdir / "teachers" / name for name in config.teachers]
-  todo = [i for i, run in enumerate(runs) if not (run / "test_metrics.json").exists()]
-  in_parallel(config, _train_teacher, [(teacher_config(config, config.teachers[i]), runs[i])
-                                       for i in todo], [config.teachers[i] for i in todo])
-  return [teacher_cache.Teacher(name, str(run)) for name, run in zip(config.teachers, runs)]
+def train_teachers(config, workdir: epath.Path
+                   ) -> list[teacher_cache.Teacher | teacher_cache.ExternalTeacher]:
+  """Every teacher of `config.teachers`, in order: the architectures trained (finished runs are
+  kept), `parallel_runs` at a time (see `in_parallel`); `external:<name>=<folder>` entries
+  taken as they are (their scores are read when the cache is built)."""
+  teachers = [teacher_cache.parse_teacher(spec, workdir) for spec in config.teachers]
+  todo = [t for t in teachers if isinstance(t, teacher_cache.Teacher)
+          and not (epath.Path(t.workdir) / "test_metrics.json").exists()]
+  in_parallel(config, _train_teacher, [(teacher_config(config, t.name), epath.Path(t.workdir))
+                                       for t in todo], [t.name for t in todo])
+  return teachers
+
+
+def built_in(teachers) -> list[teacher_cache.Teacher]:
+  """The teachers trained here (not external): those with a run folder, a config and costs."""
+  return [t for t in teachers if isinstance(t, teacher_cache.Teacher)]
+
+
+def teacher_metrics(config, teachers, cache, classes) -> list[dict[str, Any]]:
+  """Each teacher's test metrics: its run's test_metrics.json, or for an external teacher its
+  cached scores on the cache's test split, scored like every model."""
+  names = [t["name"] for t in cache.info.metadata["teachers"]]
+  out = []
+  for t in teachers:
+    if isinstance(t, teacher_cache.Teacher):
+      out.append(json.loads((epath.Path(t.workdir) / "test_metrics.json").read_text()))
+    else:
+      k = names.index(t.name)
+      out.append(cached_metrics(config, cache.as_data_source("test"), classes,
+                                lambda b, k=k: teacher_probs(b)[:, k])[0])
+  return out
 
 
 def in_parallel(config, fn, jobs: list[tuple], names: list[str]) -> list[Any]:
@@ -229,7 +252,8 @@ def derived(config) -> dict[str, Any]:
   """What an experiment config implies that no single key states (`--print_config`): each
   teacher's and each student's batch, steps and learning rate, and the KD student's batch with
   its unlabeled clips (`batch_with_unlabeled`, `labelled_repeats`)."""
-  out = {"teachers": {t: train.derived(teacher_config(config, t)) for t in config.teachers},
+  out = {"teachers": {t: train.derived(teacher_config(config, t)) for t in config.teachers
+                      if not t.startswith(teacher_cache.EXTERNAL)},
          "student_no_kd": train.derived(student_config(config, distil=False)),
          "student_seeds": student_seeds(config)}
   kd_cfg = student_config(config, distil=True)
@@ -339,14 +363,20 @@ def teacher_probs(batch) -> np.ndarray:
 
 def ensemble_metrics(config, test_source, classes) -> tuple[dict[str, Any], np.ndarray, dict]:
   """Test metrics of the teacher ensemble (mean of the teachers' frame probabilities), and the
-  ensemble's probabilities and the split's metadata.
+  ensemble's probabilities and the split's metadata (`cached_metrics`)."""
+  return cached_metrics(config, test_source, classes, lambda b: teacher_probs(b).mean(axis=1))
+
+
+def cached_metrics(config, test_source, classes, probs_fn) -> tuple[dict[str, Any], np.ndarray,
+                                                                    dict]:
+  """Test metrics of `probs_fn(cache batch)` → [B, T, C] (a teacher, the ensemble), and those
+  probabilities and the split's metadata.
 
   `test_source` is the cache's test split: the probabilities come from the logits every teacher
-  already computed there (float16, the very numbers the students learn from), so scoring the
-  ensemble costs no teacher inference.
+  already computed there (float16, the very numbers the students learn from), so scoring a
+  teacher or the ensemble costs no teacher inference.
   """
-  mean_prob = lambda b: teacher_probs(b).mean(axis=1)  # [B, K, T, C] → [B, T, C]
-  probs, meta = split_probs(mean_prob, test_source, config)
+  probs, meta = split_probs(probs_fn, test_source, config)
   refs = frame_scoring.reference_events(meta["events"], meta["audio_id"], classes)
   metrics = frame_scoring.score_predictions(probs, meta["audio_id"], meta["duration"], refs, classes,
                                        feat_lib.output_frame_seconds(config.features),
@@ -523,12 +553,16 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict[str, An
   students = train_students(config, workdir, teachers)
   classes = list(builders.make_builder(config.dataset, config.features).info.metadata["classes"])
   rows = []
-  for t in teachers:
-    rows.append(_row(t.name, "teacher", "none", json.loads(
-        (epath.Path(t.workdir) / "test_metrics.json").read_text()),
-        *run_cost(teacher_config(config, t.name), epath.Path(t.workdir)), seed=config.seed))
-  params = sum(r["params"] for r in rows)
-  flops = sum(r["flops_per_clip"] for r in rows)
+  for t, metrics in zip(teachers, teacher_metrics(config, teachers, cache, classes)):
+    external = isinstance(t, teacher_cache.ExternalTeacher)
+    rows.append(_row(t.name, "teacher", "external" if external else "none", metrics,
+                     *((None, None) if external else run_cost(teacher_config(config, t.name),
+                                                              epath.Path(t.workdir))),
+                     seed=None if external else config.seed))
+  # An external teacher's size is unknown here, so is then the ensemble's.
+  known = all(r["params"] is not None for r in rows)
+  params = sum(r["params"] for r in rows) if known else None
+  flops = sum(r["flops_per_clip"] for r in rows) if known else None
   test = cache.as_data_source("test")
   ensemble, ensemble_probs, meta = ensemble_metrics(config, test, classes)
   rows.append(_row("ensemble", "ensemble", "none", ensemble, params, flops))
@@ -548,7 +582,7 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict[str, An
   if jax.process_index() == 0:
     with io_utils.atomic_write(workdir / "results.json") as f:
       json.dump(results, f, indent=2)
-    runs = {t.name: epath.Path(t.workdir) for t in teachers}
+    runs = {t.name: epath.Path(t.workdir) for t in built_in(teachers)}
     runs |= {f"student_{s['run']}": workdir / "students" / s["run"] for s in students}
     write_report(config, workdir, results, runs, test, ensemble_probs, meta, classes)
   return results

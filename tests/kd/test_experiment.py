@@ -393,6 +393,35 @@ def test_a_misspelt_variant_stops_the_ablation_before_any_teacher_trains(tmp_pat
   assert not list(tmp_path.iterdir())
 
 
+def test_an_external_teacher_joins_the_experiment(experiment, tmp_path):
+  """xception's scores exported to files come back as an external teacher beside resnet: a row
+  without size (KD column 'external'), the students distilled from both, a report; detect
+  refuses to run it on audio."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from sed_jax.kd import score_export  # pylint: disable=g-import-not-at-top
+  from sed_jax import inference  # pylint: disable=g-import-not-at-top
+  config, workdir, _ = experiment
+  score_export.export(workdir / "teachers" / "xception", tmp_path / "scores", "npz",
+                       batch_size=config.kd.cache_batch_size)
+  new = tmp_path / "run"
+  for run in ("teachers/resnet", "students/no_kd"):  # Trained already: reused, not retrained.
+    shutil.copytree(workdir / run, new / run)
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.student_seeds = 1
+  c.teachers = ("resnet", f"external:torch={tmp_path / 'scores'}")
+  config_checks.check(c)
+  results = experiment_lib.run(c, new)
+  rows = {r["name"]: r for r in results["models"]}
+  assert list(rows) == ["resnet", "torch", "ensemble", "student_no_kd",
+                        "student_kd_class_weighted"]
+  assert rows["torch"]["kd"] == "external" and rows["torch"]["params"] is None
+  assert rows["ensemble"]["params"] is None and rows["torch"]["event_f1"] is not None
+  assert not (new / "teachers" / "torch").exists()
+  assert "| torch | teacher | external | – | – |" in (new / "report.md").read_text()
+  with pytest.raises(ValueError, match="external teacher"):
+    inference.model_runs(new, "ensemble")
+
+
 def test_a_changed_teacher_stops_distillation_with_its_name(experiment):
   """Last in the module: it replaces a teacher of the shared experiment."""
   config, workdir, _ = experiment
