@@ -4,6 +4,8 @@ r"""A peer on the same data: a plain PyTorch CRNN trained with a standard recipe
   python experiments/torch_peer.py                   # urbansed_mini, DESED-like CRNN, 25 epochs
   python experiments/torch_peer.py --arch=student    # the student's PyTorch twin instead
   python experiments/torch_peer.py --config=configs/student.py:smoke --epochs=2 --out=/tmp/peer
+  python experiments/torch_peer.py --config=configs/student.py --cpu_size --epochs=2 \
+      --batch_size=8 --scores_dir=runs/torch_gated_scores  # A PyTorch teacher (docs/distillation.md)
 
 What a researcher asks first is whether our models are as good as the framework they would use
 otherwise. This trains a PyTorch CRNN on the train split of the experiment config's dataset
@@ -46,6 +48,7 @@ from sed_jax.data import annotations  # pylint: disable=wrong-import-position
 from sed_jax.data import audio as audio_lib  # pylint: disable=wrong-import-position
 from sed_jax.data import builders  # pylint: disable=wrong-import-position
 from sed_jax.data import features as feat_lib  # pylint: disable=wrong-import-position
+from sed_jax.data import frame_scores  # pylint: disable=wrong-import-position
 from sed_jax.data import pipeline  # pylint: disable=wrong-import-position
 from sed_jax.evaluation import frame_scoring  # pylint: disable=wrong-import-position
 
@@ -60,6 +63,15 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the initialisation and the data
 _THREADS = flags.DEFINE_integer("threads", 0, "torch intra-op threads; 0 = torch's default.")
 _OUT = flags.DEFINE_string("out", str(Path(__file__).parent / "results" / "torch_peer"),
                            "Output path without extension (.json is written).")
+_SCORES = flags.DEFINE_string(
+    "scores_dir", None, "Also write the kept model's frame and clip scores for every split of "
+    "the dataset here, in the layout external teachers are read from (sed_jax/data/"
+    "frame_scores.py), so that it can be distilled: --config.teachers=\"('external:<name>="
+    "<dir>',)\".")
+_SCORES_FORMAT = flags.DEFINE_enum("scores_format", "tsv", ["tsv", "npz"],
+                                   "tsv: sed_scores_eval files per clip; npz: logits per split.")
+_CPU_SIZE = flags.DEFINE_bool("cpu_size", False, "Size the twin like the config's CPU teachers "
+                              "(teacher.arch_overrides), not at the architecture's default.")
 _EXTRA = flags.DEFINE_list("extra_tests", [], "More test sets to score the kept model on, each "
                            "a DCASE folder with audio/ and strong.tsv (experiments/shifted_test.py "
                            "--mix_only writes them).")
@@ -88,6 +100,32 @@ def score(model, source, config, classes) -> dict:
   return frame_scoring.score_predictions(np.concatenate(frames), meta["audio_id"], meta["duration"],
                                     refs, classes, feat_lib.output_frame_seconds(config.features),
                                     config.eval)
+
+
+def write_scores(model, config, classes, out: str, fmt: str, info: dict) -> None:
+  """The model's scores on every split of the dataset, as an external teacher's folder
+  (`frame_scores.FolderWriter`): each clip's own frames, and its clip score."""
+  builder = builders.make_builder(config.dataset, config.features)
+  model.eval()
+  with torch.no_grad(), frame_scores.FolderWriter(
+      out, classes, feat_lib.output_frame_seconds(config.features), fmt, overwrite=True) as w:
+    for split in builder.info.splits:
+      ids, frames, clips = [], [], []
+      for batch in pipeline.eval_batches(builder.as_data_source(split),
+                                         batch_size=config.eval.batch_size,
+                                         data_cfg=config.dataset, feature_cfg=config.features,
+                                         process_index=0, process_count=1):
+        t = _tensors(batch)
+        frame_logits, clip_logits = (x.numpy() for x in model(t["log_mel"], t["frame_mask"]))
+        for i in np.flatnonzero(batch["mask"]):
+          ids.append(batch["audio_id"][i])
+          frames.append(frame_logits[i, :int(batch["frame_mask"][i].sum())])
+          clips.append(clip_logits[i])
+      w.split(split, ids, frames, np.stack(clips))
+      logging.info("scores of %d %s clips → %s", len(ids), split, out)
+    w.info = dict(info, splits=list(builder.info.splits),
+                  dataset=f"{builder.name}/{builder.builder_config.name}")
+  model.train()
 
 
 def score_folder(model, folder: Path, config, classes) -> dict:
@@ -134,7 +172,8 @@ def main(argv):
   classes = list(builders.make_builder(config.dataset, config.features).info.metadata["classes"])
   arch_config = copy.deepcopy(config)
   arch_config.model.arch = _ARCH.value
-  arch_config.model.overrides = {}
+  arch_config.model.overrides = dict(config.teacher.arch_overrides.get(_ARCH.value, {})
+                                     if _CPU_SIZE.value else {})
   model = torch_crnn.from_flax(train.model_from_config(arch_config, len(classes)),
                                config.features.n_mels)
   params = torch_crnn.count_params(model)
@@ -175,6 +214,10 @@ def main(argv):
   progress.close()
   model.load_state_dict(best_state)
   test = score(model, source["test"], config, classes)
+  if _SCORES.value:
+    write_scores(model, config, classes, _SCORES.value, _SCORES_FORMAT.value,
+                 dict(model=f"PyTorch {_ARCH.value} twin (experiments/torch_peer.py)",
+                      params=params, seed=_SEED.value, torch=torch.__version__))
   extra = {}
   for folder in map(Path, _EXTRA.value):
     metrics = score_folder(model, folder, config, classes)

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -97,6 +99,66 @@ def write_clip_tsv(path: os.PathLike | str, audio_ids: Sequence[str], probs: np.
             for a, row in zip(audio_ids, probs)]
   with io_utils.atomic_write(path) as f:
     f.write("\n".join(lines) + "\n")
+
+
+class FolderWriter:
+  """Writes a teacher folder from a model's logits, in either format, all or nothing.
+
+      with FolderWriter(out, classes, frame_seconds, "tsv") as writer:
+        writer.split("train", audio_ids, frame_logits, clip_logits)  # per split
+        writer.info = {...}  # source.json: where the scores come from
+
+  Everything goes to a hidden sibling of `out`, moved onto `out` when the block ends without
+  error (an existing `out` only with `overwrite`); an error or a kill leaves `out` as it was.
+  TSVs hold float64 probabilities of the float32 logits (17 digits: the logits come back
+  exactly below |logit| ≈ 16, where float64 still resolves 1 − p); the .npz the logits.
+  """
+
+  def __init__(self, out: os.PathLike | str, classes: Sequence[str], frame_seconds: float,
+               fmt: str = "tsv", overwrite: bool = False):
+    if fmt not in ("tsv", "npz"):
+      raise ValueError(f"format {fmt!r}: use tsv or npz.")
+    self.out, self.classes, self.hop, self.fmt = Path(out), list(classes), frame_seconds, fmt
+    if self.out.exists() and not overwrite:
+      raise FileExistsError(f"{self.out} exists; pass --overwrite to replace it.")
+    self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
+    self.info: dict = {}
+
+  def __enter__(self) -> FolderWriter:
+    shutil.rmtree(self.tmp, ignore_errors=True)
+    self.tmp.mkdir(parents=True)
+    return self
+
+  def split(self, name: str, audio_ids: Sequence[str], frame_logits: Sequence[np.ndarray],
+            clip_logits: np.ndarray) -> None:
+    """One split: each clip's frame logits [T_i, C] (its own frames only) and clip logits
+    [N, C], in `audio_ids` order."""
+    stems = [file_stem(a) for a in audio_ids]
+    if self.fmt == "npz":
+      with io_utils.atomic_write(self.tmp / f"{name}.npz", "wb") as f:
+        np.savez(f, audio_id=np.asarray(stems), classes=np.asarray(self.classes),
+                 hop_s=np.float64(self.hop),
+                 lengths=np.asarray([len(x) for x in frame_logits], np.int64),
+                 frame_logits=np.concatenate(frame_logits).astype(np.float32),
+                 clip_logits=np.asarray(clip_logits, np.float32))
+      return
+    for stem, logits in zip(stems, frame_logits):
+      write_tsv(self.tmp / name / f"{stem}.tsv", logits_to_probs(logits), self.classes, self.hop)
+    write_clip_tsv(self.tmp / CLIP_FOLDER / f"{name}.tsv", stems, logits_to_probs(clip_logits),
+                   self.classes)
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc_type is not None:
+      shutil.rmtree(self.tmp, ignore_errors=True)
+      return
+    with io_utils.atomic_write(self.tmp / "source.json") as f:
+      json.dump(dict(self.info, classes=self.classes, frame_seconds=self.hop, format=self.fmt),
+                f, indent=2)
+    old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+    if self.out.exists():
+      self.out.rename(old)
+    self.tmp.rename(self.out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

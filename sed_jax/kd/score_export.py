@@ -12,8 +12,6 @@ caches the same float16 logits (tests/test_export_scores.py). The command is
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import ml_collections
 import numpy as np
@@ -31,64 +29,38 @@ from sed_jax.kd import teacher_cache
 
 def export(run: epath.PathLike, out: epath.PathLike, fmt: str = "tsv", splits=None,
            batch_size: int = 32, overwrite: bool = False) -> dict:
-  """Writes the scores of the trained `run` (module docstring); returns source.json's dict."""
-  run, out = epath.Path(run), epath.Path(out)
-  if out.exists() and not overwrite:
-    raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+  """Writes the scores of the trained `run` for `splits` (default: every split of its
+  dataset) into `out` (`frame_scores.FolderWriter`); returns what source.json records."""
+  run = epath.Path(run)
   if not (run / "config.json").exists():
     raise FileNotFoundError(f"{run} holds no run (no config.json); train it first.")
   config = ml_collections.ConfigDict(json.loads((run / "config.json").read_text()))
   builder = builders.prepare(config.dataset, config.features)
   classes = list(builder.info.metadata["classes"])
-  model, variables, _ = train.load_trained(run, len(classes))
   splits = list(splits or builder.info.splits)
   unknown = sorted(set(splits) - set(builder.info.splits))
   if unknown:
     raise ValueError(f"--splits {unknown} not in the dataset's splits {list(builder.info.splits)}.")
-  hop = feat_lib.output_frame_seconds(config.features)
+  model, variables, _ = train.load_trained(run, len(classes))
   infer, bs = teacher_cache.sharded_inference([dict(model=model, variables=variables)],
                                               batch_size)
-  tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-  if tmp.exists():
-    shutil.rmtree(tmp)
-  tmp.mkdir(parents=True)
-  for split in splits:
-    source = builder.as_data_source(split)
-    progress = metric_writers.Progress(len(source), 0, 1, desc=f"scores {split}")
-    ids, lengths, frames, clips = [], [], [], []
-    for idx, examples, frame, clip in teacher_cache.batched_logits(
-        infer, bs, source, config.dataset, config.features):
-      for j, ex in enumerate(examples):
-        t_out = ex["strong"].shape[0]
-        ids.append(frame_scores.file_stem(pipeline.text(ex["audio_id"])))
-        lengths.append(t_out)
-        frames.append(frame[j, 0, :t_out])
-        clips.append(clip[j, 0])
-        if fmt == "tsv":
-          frame_scores.write_tsv(tmp / split / f"{ids[-1]}.tsv",
-                                 frame_scores.logits_to_probs(frames[-1]), classes, hop)
-      progress.update(idx[-1] + 1)
-    progress.close()
-    if fmt == "tsv":
-      frame_scores.write_clip_tsv(tmp / frame_scores.CLIP_FOLDER / f"{split}.tsv", ids,
-                                  frame_scores.logits_to_probs(np.stack(clips)), classes)
-    else:
-      with io_utils.atomic_write(tmp / f"{split}.npz", "wb") as f:
-        np.savez(f, audio_id=np.asarray(ids), classes=np.asarray(classes),
-                 hop_s=np.float64(hop), lengths=np.asarray(lengths, np.int64),
-                 frame_logits=np.concatenate(frames).astype(np.float32),
-                 clip_logits=np.stack(clips).astype(np.float32))
   ident = teacher_cache.checkpoint_identity(run)
-  source_info = dict(run=str(io_utils.absolute(run)), step=ident["step"], hash=ident["hash"],
-                     arch=ident["arch"], dataset=f"{builder.name}/{builder.builder_config.name}",
-                     classes=classes, frame_seconds=hop, format=fmt, splits=splits)
-  with io_utils.atomic_write(tmp / "source.json") as f:
-    json.dump(source_info, f, indent=2)
-  if out.exists():
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old)
-  else:
-    tmp.rename(out)
-  return source_info
+  with frame_scores.FolderWriter(out, classes, feat_lib.output_frame_seconds(config.features),
+                                 fmt, overwrite) as writer:
+    for split in splits:
+      source = builder.as_data_source(split)
+      progress = metric_writers.Progress(len(source), 0, 1, desc=f"scores {split}")
+      ids, frames, clips = [], [], []
+      for idx, examples, frame, clip in teacher_cache.batched_logits(
+          infer, bs, source, config.dataset, config.features):
+        for j, ex in enumerate(examples):
+          ids.append(pipeline.text(ex["audio_id"]))
+          frames.append(frame[j, 0, :ex["strong"].shape[0]])
+          clips.append(clip[j, 0])
+        progress.update(idx[-1] + 1)
+      progress.close()
+      writer.split(split, ids, frames, np.stack(clips))
+    writer.info = dict(run=str(io_utils.absolute(run)), step=ident["step"], hash=ident["hash"],
+                       arch=ident["arch"], splits=splits,
+                       dataset=f"{builder.name}/{builder.builder_config.name}")
+  return dict(writer.info, format=fmt)
