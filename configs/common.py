@@ -145,7 +145,8 @@ def dataset(name: str = "synth_sed", smoke: bool = False) -> ml_collections.Conf
   c.name = name
   # TFDS data_dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets.
   c.data_dir = ""
-  # Folder of a dataset on disk (dcase_folder, desed, urban_sed, ...).
+  # Folder of a dataset on disk (dcase_folder, desed, urban_sed, soundscapes, urbansed_mini).
+  # No default: the data is the user's download (docs/datasets.md says what to get).
   c.root = ""
   # Comma-separated class list; '' = from the annotations.
   c.classes = ""
@@ -167,8 +168,8 @@ def dataset(name: str = "synth_sed", smoke: bool = False) -> ml_collections.Conf
   c.synth.validation = 16 if smoke else 300
   c.synth.test = 16 if smoke else 300
   c.synth.unlabeled = 32 if smoke else 1000
-  # `soundscapes` / `urbansed_mini`: clips mixed from Scaper-style folders under `root`
-  # (default ../shared/data for urbansed_mini) onto the recordings in `backgrounds`.
+  # `soundscapes` / `urbansed_mini`: clips mixed from Scaper-style folders (urbansed_mini: or
+  # the official UrbanSound8K download) under `root` onto the recordings in `backgrounds`.
   c.soundscapes = ml_collections.ConfigDict()
   # '' = the folders below; urbansed_mini = UrbanSound8K folds (docs/datasets.md).
   c.soundscapes.preset = ""

@@ -1,10 +1,13 @@
 r"""The paper's table on real recordings: every teacher, their ensemble and the student with and
 without distillation, on soundscapes mixed from real UrbanSound8K clips (urbansed_mini).
 
-  python experiments/paper_table.py                  # dataset=urbansed_mini, workdir runs/paper
-  python experiments/paper_table.py --seeds=0,1,2,3,4
+  python experiments/paper_table.py --config.dataset.root=../shared/data   # workdir runs/paper
+  python experiments/paper_table.py --config.dataset.root=<UrbanSound8K download> --seeds=0,1,2,3,4
   python experiments/paper_table.py --config=configs/student.py:dataset=urbansed_mini,smoke \
-      --workdir=/tmp/paper_smoke --out=/tmp/paper_smoke/table
+      --config.dataset.root=../shared/data --workdir=/tmp/paper_smoke --out=/tmp/paper_smoke/table
+
+`--config.dataset.root` is the folder holding UrbanSound8K (the official download unpacked, or
+the Scaper-style folds of ../shared/data) beside backgrounds/ (docs/datasets.md).
 
 Two steps, both resumable after a kill and both reusing whatever the workdir holds:
 1. the main experiment (`experiment.run`): teachers, teacher cache, the two seed-0 students, the

@@ -1,8 +1,8 @@
 r"""A peer on the same data: a plain PyTorch CRNN trained with a standard recipe, scored like ours.
 
   pip install -e '.[bench]' -c constraints.txt      # torch on CPU
-  python experiments/torch_peer.py                   # urbansed_mini, DESED-like CRNN, 25 epochs
-  python experiments/torch_peer.py --arch=student    # the student's PyTorch twin instead
+  python experiments/torch_peer.py --config.dataset.root=../shared/data   # urbansed_mini, 25 epochs
+  python experiments/torch_peer.py --config.dataset.root=../shared/data --arch=student
   python experiments/torch_peer.py --config=configs/student.py:smoke --epochs=2 --out=/tmp/peer
   python experiments/torch_peer.py --config=configs/student.py --cpu_size --epochs=2 \
       --batch_size=8 --scores_dir=runs/torch_gated_scores  # A PyTorch teacher (docs/distillation.md)

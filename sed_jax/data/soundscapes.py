@@ -30,6 +30,7 @@ rounded to 1 ms.
 from __future__ import annotations
 
 import collections
+import csv
 import dataclasses
 import hashlib
 import json
@@ -161,26 +162,13 @@ def collect_sources(source_dirs: Sequence[PathLike], classes: Sequence[str] | No
   Raises:
     SoundscapeError: a folder is missing, has no label folders, or no file is left at all.
   """
-  if isinstance(source_dirs, (str, os.PathLike)):
+  if isinstance(source_dirs, (str, os.PathLike, LabelledFiles)):
     source_dirs = [source_dirs]
   found: dict[str, list[Path]] = collections.defaultdict(list)
-  for d in map(Path, source_dirs):
-    if not d.is_dir():
-      raise SoundscapeError(
-          f"{d}: source folder does not exist. Sources are Scaper-style folders "
-          "<dir>/<label>/*.wav|flac|ogg; check the path.")
-    label_dirs = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not label_dirs:
-      raise SoundscapeError(
-          f"{d}: has no label folders. Put each class's isolated clips in a subfolder named "
-          "after the class: <dir>/<label>/*.wav|flac|ogg.")
-    for label_dir in label_dirs:
-      if classes is not None and label_dir.name not in classes:
-        continue
-      files = audio_lib.find_audio_files(label_dir)
-      if file_filter is not None:
-        files = [f for f in files if file_filter(f)]
-      found[label_dir.name].extend(files)
+  for d in source_dirs:
+    for label, f in labelled_files(d):
+      if (classes is None or label in classes) and (file_filter is None or file_filter(f)):
+        found[label].append(f)
   order = list(classes) if classes is not None else sorted(found)
   missing = [c for c in order if not found.get(c)]
   if classes is not None and missing:
@@ -193,6 +181,36 @@ def collect_sources(source_dirs: Sequence[PathLike], classes: Sequence[str] | No
         f"No source audio file{what} found under {', '.join(map(str, source_dirs))}"
         f"{' (after filtering)' if file_filter else ''}. Check the folders and class names.")
   return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledFiles:
+  """Isolated clips whose labels come from a list instead of folder names: a fold of the
+  official UrbanSound8K download (flat `audio/foldN/`, labels in `metadata/UrbanSound8K.csv`)."""
+  name: str                          # For messages: the CSV and the fold.
+  files: tuple[tuple[str, Path], ...]  # (label, file)
+
+  def __str__(self) -> str:
+    return self.name
+
+
+def labelled_files(source: PathLike | LabelledFiles) -> list[tuple[str, Path]]:
+  """(label, file) of every clip of a source: a Scaper-style folder (`<dir>/<label>/*`) or a
+  `LabelledFiles` list, sorted by label then file."""
+  if isinstance(source, LabelledFiles):
+    return sorted(source.files)
+  d = Path(source)
+  if not d.is_dir():
+    raise SoundscapeError(
+        f"{d}: source folder does not exist. Sources are Scaper-style folders "
+        "<dir>/<label>/*.wav|flac|ogg; check the path.")
+  label_dirs = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+  if not label_dirs:
+    raise SoundscapeError(
+        f"{d}: has no label folders. Put each class's isolated clips in a subfolder named "
+        "after the class: <dir>/<label>/*.wav|flac|ogg.")
+  return [(label_dir.name, f) for label_dir in label_dirs
+          for f in audio_lib.find_audio_files(label_dir)]
 
 
 class AudioCache:
@@ -518,7 +536,7 @@ class RecordingFilter:
     return (fs_id(path) in self.validation_ids) == self.validation
 
 
-def _validation_recordings(fold_dirs: Sequence[Path]) -> frozenset[str]:
+def _validation_recordings(fold_dirs: Sequence[Path | LabelledFiles]) -> frozenset[str]:
   """Picks ~VALIDATION_FRACTION of each label's recordings for validation, by a stable hash.
 
   A recording belongs to the label it has most slices of, so it is never split between train and
@@ -528,9 +546,8 @@ def _validation_recordings(fold_dirs: Sequence[Path]) -> frozenset[str]:
   """
   per_recording: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
   for d in fold_dirs:
-    for label_dir in sorted(p for p in d.iterdir() if p.is_dir()):
-      for f in audio_lib.find_audio_files(label_dir):
-        per_recording[fs_id(f)][label_dir.name] += 1
+    for label, f in labelled_files(d):
+      per_recording[fs_id(f)][label] += 1
   by_label: dict[str, list[str]] = collections.defaultdict(list)
   for rec, labels in per_recording.items():
     primary = min(labels, key=lambda label: (-labels[label], label))
@@ -544,33 +561,94 @@ def _validation_recordings(fold_dirs: Sequence[Path]) -> frozenset[str]:
   return frozenset(chosen)
 
 
+US8K_CSV = Path("UrbanSound8K/metadata/UrbanSound8K.csv")  # The official download, unpacked.
+US8K_DOWNLOAD = ("UrbanSound8K (https://urbansounddataset.weebly.com/urbansound8k.html, "
+                 "UrbanSound8K.tar.gz, 6 GB; CC BY-NC 3.0)")
+
+
 def _missing_data_error(root: Path, missing: Sequence[Path]) -> SoundscapeError:
   return SoundscapeError(
       f"urbansed_mini data not found under {root} (missing: {', '.join(map(str, missing))}). "
-      f"It expects {root}/urbansound8k/fold1, fold2 and fold3 (Scaper-style <label>/*.ogg "
-      f"folders) and {root}/backgrounds (ambient recordings). Set the config key dataset.root "
-      "(--root on the build command) "
-      "to the folder that holds urbansound8k/ and backgrounds/.")
+      f"It expects, beside {root}/backgrounds (ambient recordings), either the official "
+      f"{US8K_DOWNLOAD} as unpacked ({root}/UrbanSound8K/audio/fold1..., {root}/{US8K_CSV}) "
+      f"or Scaper-style folds {root}/urbansound8k/fold1, fold2, fold3 (<label>/*.ogg, one "
+      "folder per class). Set the config key dataset.root (--root on the build command) to the "
+      "folder that holds them.")
+
+
+def urbansound8k_folds(us8k: PathLike, folds: Sequence[int]) -> list[LabelledFiles]:
+  """The clips of `folds` of the official UrbanSound8K download at `us8k` (the unpacked
+  `UrbanSound8K/` folder), labels and folds from `metadata/UrbanSound8K.csv`.
+
+  Raises:
+    SoundscapeError: naming the CSV (and line) for a missing column, a bad fold or a listed
+      file that is not in `audio/fold<N>/`.
+  """
+  us8k = Path(us8k)
+  csv_path = us8k / "metadata" / "UrbanSound8K.csv"
+  with open(csv_path, newline="", encoding="utf-8") as f:
+    rows = list(csv.reader(f))
+  need = ("slice_file_name", "fsID", "fold", "class")
+  header = rows[0] if rows else []
+  if any(c not in header for c in need):
+    raise SoundscapeError(f"{csv_path}:1: the header {header} lacks "
+                          f"{[c for c in need if c not in header]}; this is not UrbanSound8K's "
+                          "metadata file (columns slice_file_name, fsID, start, end, salience, "
+                          "fold, classID, class).")
+  col = {c: header.index(c) for c in need}
+  per_fold: dict[int, list[tuple[str, Path]]] = {k: [] for k in folds}
+  missing = []
+  for line, row in enumerate(rows[1:], start=2):
+    if not row:
+      continue
+    try:
+      fold = int(row[col["fold"]])
+      name, label = row[col["slice_file_name"]], row[col["class"]]
+    except (IndexError, ValueError):
+      raise SoundscapeError(f"{csv_path}:{line}: malformed row {row}; restore the file from "
+                            "the UrbanSound8K archive.") from None
+    if fold not in per_fold:
+      continue
+    path = us8k / "audio" / f"fold{fold}" / name
+    if not path.is_file():
+      missing.append(f"{path} (line {line})")
+    per_fold[fold].append((label, path))
+  if missing:
+    raise SoundscapeError(f"{csv_path} lists {len(missing)} file(s) that are not on disk, the "
+                          f"first: {', '.join(missing[:3])}. Unpack the whole archive, or point "
+                          "dataset.root elsewhere.")
+  empty = [k for k, files in per_fold.items() if not files]
+  if empty:
+    raise SoundscapeError(f"{csv_path}: no row for fold(s) {empty}; UrbanSound8K has folds 1-10.")
+  return [LabelledFiles(f"{csv_path} fold {k}", tuple(per_fold[k])) for k in folds]
 
 
 def urbansed_mini_splits(data_root: PathLike
-                         ) -> dict[str, tuple[list[Path], FileFilter | None]]:
-  """Split name -> (source folders, file filter) for `collect_sources`.
+                         ) -> dict[str, tuple[list[Path | LabelledFiles], FileFilter | None]]:
+  """Split name -> (sources, file filter) for `collect_sources`.
 
-  train and validation share UrbanSound8K folds 1-2 but not a single Freesound recording (see
+  The sources are UrbanSound8K folds 1-3, from the official download under `data_root`
+  (`UrbanSound8K/`, labels from its CSV) or from Scaper-style folds (`urbansound8k/foldN/
+  <label>/`); the official layout wins when both are there.
+  train and validation share folds 1-2 but not a single Freesound recording (see
   `_validation_recordings`); unlabeled reuses the train sources (its soundscapes differ by seed);
   test is fold 3, whose recordings appear in no other fold.
 
   Raises:
-    SoundscapeError: the data is not there; says where it is expected and that `dataset.root`
-      is the config key to change.
+    SoundscapeError: the data is not there; says what to download, where it is expected and
+      that `dataset.root` is the config key to change.
   """
   root = Path(data_root)
-  us8k = root / "urbansound8k"
-  folds = [us8k / f"fold{i}" for i in (1, 2, 3)]
-  missing = [p for p in [*folds, root / "backgrounds"] if not p.is_dir()]
-  if missing:
-    raise _missing_data_error(root, missing)
+  if (root / US8K_CSV).is_file():
+    folds = urbansound8k_folds(root / US8K_CSV.parts[0], (1, 2, 3))
+    if not (root / "backgrounds").is_dir():
+      raise _missing_data_error(root, [root / "backgrounds"])
+  else:
+    us8k = root / "urbansound8k"
+    folds = [us8k / f"fold{i}" for i in (1, 2, 3)]
+    missing = [p for p in [*folds, root / "backgrounds"] if not p.is_dir()]
+    if missing:
+      raise _missing_data_error(root, missing)
   train_dirs = folds[:2]
   val_ids = _validation_recordings(train_dirs)
   train = (train_dirs, RecordingFilter(val_ids, validation=False))

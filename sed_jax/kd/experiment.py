@@ -240,8 +240,8 @@ def split_sizes(config) -> dict[str, int]:
     builder = builders.make_builder(config.dataset, config.features)
     if builder.is_prepared():
       return {s: info.num_examples for s, info in builder.info.splits.items()}
-  except (ValueError, OSError):
-    pass  # Not buildable here (a folder missing): the declared sizes still say what it will be.
+  except (ValueError, OSError, builders.base.BuildError):
+    pass  # Not buildable here (no root, a folder missing): the declared sizes still say it.
   d = config.dataset
   declared = (d.synth if d.name == "synth_sed" else d.soundscapes.clips
               if d.name in ("soundscapes", "urbansed_mini") else {})

@@ -215,38 +215,100 @@ def test_unannotated_audio_in_a_labelled_split_is_an_error(tmp_path):
     builders.prepare(cfg, config_lib.common().features())
 
 
-def test_desed_and_urban_sed_presets(tmp_path):
-  d = tmp_path / "desed"
-  for sub in ("audio/train/synthetic21_train/soundscapes", "audio/train/weak",
-              "audio/train/unlabel_in_domain", "audio/validation/validation",
-              "metadata/train/synthetic21_train", "metadata/validation"):
-    (d / sub).mkdir(parents=True)
-  sf.write(d / "audio/train/synthetic21_train/soundscapes/s.wav", tone(1.0), SR)
-  write_tsv(d / "metadata/train/synthetic21_train/soundscapes.tsv",
-            ["filename", "onset", "offset", "event_label"], [("s.wav", 0, 0.5, "Speech")])
-  sf.write(d / "audio/train/weak/w.wav", tone(1.0), SR)
-  write_tsv(d / "metadata/train/weak.tsv", ["filename", "event_labels"], [("w.wav", "Dog")])
-  sf.write(d / "audio/train/unlabel_in_domain/u.wav", tone(1.0), SR)
-  sf.write(d / "audio/validation/validation/v.wav", tone(1.0), SR)
-  write_tsv(d / "metadata/validation/validation.tsv",
-            ["filename", "onset", "offset", "event_label"], [("v.wav", 0.2, 0.4, "Dog")])
+def make_desed_root(d, suffix=""):
+  """DESED as its download scripts write it (DCASE 2021-2024 task 4: `desed` package and the
+  task 4 baseline; `suffix='_16k'` gives the baseline's resampled folder names), with every file
+  the download leaves beside the ones the builder reads (durations, unlabel_in_domain.tsv,
+  the synthetic validation set) and YouTube-style file names."""
+  a, m = d / "audio", d / "metadata"
+  clips = {
+      f"train/synthetic21_train/soundscapes{suffix}": ["0.wav", "1.wav"],
+      f"train/strong_label_real{suffix}": ["Y--4gqARaEJE_0.000_10.000.wav"],
+      f"train/weak{suffix}": ["Y-BJNMHMZDcU_50.000_60.000.wav", "Y00pbt6aJV8Y_350.000_360.000.wav"],
+      f"train/unlabel_in_domain{suffix}": ["Y--0w1YA1Hm4_30.000_40.000.wav"] * 1 +
+                                           ["Y-0ZFDJcZS5I_30.000_40.000.wav"],
+      f"validation/validation{suffix}": ["Y00pbt6aJV8Y_350.000_360.000.wav"],
+      f"validation/synthetic21_validation/soundscapes{suffix}": ["10.wav"],
+      f"eval/public{suffix}": ["Y-AI9yYcB_0Y_30.000_40.000.wav", "Y-JP1GqPEKtw_30.000_40.000.wav"],
+  }
+  for folder, names in clips.items():
+    (a / folder).mkdir(parents=True)
+    for k, name in enumerate(names):
+      sf.write(a / folder / name, tone(1.0, 300 + 100 * k), SR)
+  strong = ["filename", "onset", "offset", "event_label"]
+  for sub in ("train/synthetic21_train", "validation/synthetic21_validation", "eval"):
+    (m / sub).mkdir(parents=True)
+  write_tsv(m / "train/synthetic21_train/soundscapes.tsv", strong,
+            [("0.wav", 0.1, 0.5, "Speech"), ("0.wav", 0.3, 0.9, "Dog"),
+             ("1.wav", 0.0, 1.0, "Vacuum_cleaner")])
+  write_tsv(m / "train/audioset_strong.tsv", strong,
+            [("Y--4gqARaEJE_0.000_10.000.wav", 0.2, 0.6, "Alarm_bell_ringing")])
+  write_tsv(m / "train/weak.tsv", ["filename", "event_labels"],
+            [("Y-BJNMHMZDcU_50.000_60.000.wav", "Alarm_bell_ringing,Dog"),
+             ("Y00pbt6aJV8Y_350.000_360.000.wav", "Speech")])
+  write_tsv(m / "train/unlabel_in_domain.tsv", ["filename"],
+            [("Y--0w1YA1Hm4_30.000_40.000.wav",), ("Y-0ZFDJcZS5I_30.000_40.000.wav",)])
+  write_tsv(m / "validation/validation.tsv", strong,
+            [("Y00pbt6aJV8Y_350.000_360.000.wav", 0.2, 0.4, "Dog")])
+  write_tsv(m / "validation/validation_durations.tsv", ["filename", "duration"],
+            [("Y00pbt6aJV8Y_350.000_360.000.wav", 1.0)])
+  write_tsv(m / "validation/synthetic21_validation/soundscapes.tsv", strong,
+            [("10.wav", 0.1, 0.2, "Speech")])
+  write_tsv(m / "validation/synthetic21_validation/durations.tsv", ["filename", "duration"],
+            [("10.wav", 1.0)])
+  write_tsv(m / "eval/public.tsv", strong,
+            [("Y-AI9yYcB_0Y_30.000_40.000.wav", 0.0, 0.7, "Speech"),
+             ("Y-JP1GqPEKtw_30.000_40.000.wav", "", "", "")])
+  write_tsv(m / "eval/public_durations.tsv", ["filename", "duration"],
+            [("Y-AI9yYcB_0Y_30.000_40.000.wav", 1.0), ("Y-JP1GqPEKtw_30.000_40.000.wav", 1.0)])
+  return d
+
+
+@pytest.mark.parametrize("suffix", ["", "_16k"])
+def test_desed_preset_reads_the_published_layout(tmp_path, suffix):
+  d = make_desed_root(tmp_path / "DESED", suffix)
   cfg = data_config("desed", d, tmp_path / "tfds")
   builder = builders.prepare(cfg, config_lib.common().features())
-  assert sorted(builder.info.splits) == ["synthetic", "unlabeled", "validation", "weak"]
-  assert builder.info.metadata["classes"] == ["Dog", "Speech"]
+  sizes = {s: i.num_examples for s, i in builder.info.splits.items()}
+  assert sizes == {"synthetic": 2, "strong": 1, "weak": 2, "unlabeled": 2, "validation": 1,
+                   "synthetic_validation": 1, "test": 2}
+  assert builder.info.metadata["classes"] == ["Alarm_bell_ringing", "Dog", "Speech",
+                                              "Vacuum_cleaner"]
+  feat = config_lib.common().features()
+  src = {s: pipeline.data_source(cfg, feat, s) for s in sizes}
+  by_id = lambda split: {pipeline.text(src[split][i]["audio_id"]): src[split][i]
+                         for i in range(sizes[split])}
+  weak = by_id("weak")["Y-BJNMHMZDcU_50.000_60.000.wav"]
+  assert weak["has_weak"] and not weak["has_strong"] and weak["weak"].tolist() == [1, 1, 0, 0]
+  unlabeled = by_id("unlabeled")
+  assert not any(ex["has_weak"] or ex["has_strong"] for ex in unlabeled.values())
+  test = by_id("test")
+  assert test["Y-JP1GqPEKtw_30.000_40.000.wav"]["weak"].sum() == 0  # DESED's "no event" row.
+  assert test["Y-AI9yYcB_0Y_30.000_40.000.wav"]["has_strong"]
 
-  u = tmp_path / "urban"
-  for sub in ("audio/train", "audio/validate", "annotations/train", "annotations/validate"):
-    (u / sub).mkdir(parents=True)
-  sf.write(u / "audio/train/a.wav", tone(1.0), SR)
-  (u / "annotations/train/a.txt").write_text("0.1\t0.6\tsiren\n")
-  sf.write(u / "audio/validate/b.wav", tone(1.0), SR)
-  (u / "annotations/validate/b.txt").write_text("0.0\t0.3\tdog_bark\n0.5\t0.9\tsiren\n")
+
+def test_urban_sed_preset_reads_the_published_layout(tmp_path):
+  """URBAN-SED v2.0.0 as unpacked: audio/{train,validate,test}/soundscape_<split>_<kind><n>.wav,
+  annotations/<split>/ holding a .txt (onset, offset, label; no header) and a .jams each."""
+  u = tmp_path / "URBAN-SED_v2.0.0"
+  events = {"train": [("soundscape_train_uniform0", "0.1\t0.6\tsiren\n"),
+                      ("soundscape_train_bimodal1", "0.000\t0.300\tdog_bark\n")],
+            "validate": [("soundscape_validate_uniform0", "0.0\t0.3\tdog_bark\n0.5\t0.9\tsiren\n")],
+            "test": [("soundscape_test_unimodal0", "0.2\t0.8\tjackhammer\n")]}
+  for split, clips in events.items():
+    (u / "audio" / split).mkdir(parents=True)
+    (u / "annotations" / split).mkdir(parents=True)
+    for name, txt in clips:
+      sf.write(u / "audio" / split / f"{name}.wav", tone(1.0), SR)
+      (u / "annotations" / split / f"{name}.txt").write_text(txt)
+      (u / "annotations" / split / f"{name}.jams").write_text("{}")  # Ignored.
   cfg = data_config("urban_sed", u, tmp_path / "tfds")
   builder = builders.prepare(cfg, config_lib.common().features())
-  assert sorted(builder.info.splits) == ["train", "validation"]
+  assert {s: i.num_examples for s, i in builder.info.splits.items()} == {
+      "train": 2, "validation": 1, "test": 1}
+  assert builder.info.metadata["classes"] == ["dog_bark", "jackhammer", "siren"]
   val = pipeline.data_source(cfg, config_lib.common().features(), "validation")
-  assert val[0]["weak"].tolist() == [1, 1]
+  assert val[0]["weak"].tolist() == [1, 0, 1]
 
 
 def test_missing_root_is_a_clear_error(tmp_path):

@@ -264,6 +264,84 @@ def test_urbansed_mini_missing_root_says_what_to_do(tmp_path):
   with pytest.raises(ss.SoundscapeError, match=r"dataset\.root") as e:
     ss.urbansed_mini_splits(tmp_path / "nowhere")
   assert str(tmp_path / "nowhere" / "urbansound8k" / "fold1") in str(e.value)
+  assert "UrbanSound8K.tar.gz" in str(e.value)  # What to download.
+
+
+def _official_urbansound(root, audio=False):
+  """The same slices as `_fake_urbansound`, in the layout of the official archive as unpacked:
+  flat UrbanSound8K/audio/foldN/ (wav) and metadata/UrbanSound8K.csv (its exact header)."""
+  scaper = root / "scaper"
+  labels = _fake_urbansound(scaper)
+  us8k = root / "official" / "UrbanSound8K"
+  rows = ["slice_file_name,fsID,start,end,salience,fold,classID,class"]
+  for f in sorted((scaper / "urbansound8k").rglob("*.ogg")):
+    fold, label = int(f.parents[1].name[4:]), f.parent.name
+    name = f.with_suffix(".wav").name
+    (us8k / "audio" / f"fold{fold}").mkdir(parents=True, exist_ok=True)
+    if audio:  # A real slice: 44.1 kHz stereo, as many of the archive's are.
+      sf.write(us8k / "audio" / f"fold{fold}" / name,
+               np.stack([_tone(0.5, 300 + 50 * labels.index(label), sr=44100)] * 2, 1), 44100)
+    else:
+      (us8k / "audio" / f"fold{fold}" / name).write_bytes(b"x")
+    fs, class_id = name.split("-")[:2]
+    rows.append(f"{name},{fs},0.0,0.5,1,{fold},{class_id},{label}")
+  (us8k / "metadata").mkdir()
+  (us8k / "metadata" / "UrbanSound8K.csv").write_text("\n".join(rows) + "\n")
+  (us8k / "UCS_LICENSE.txt").write_text("CC BY-NC 3.0")  # Shipped beside audio/, ignored.
+  (root / "official" / "backgrounds").mkdir()
+  sf.write(root / "official" / "backgrounds" / "street.wav", _noise(3.0, 0), SR)
+  return root / "scaper", root / "official"
+
+
+def test_urbansed_mini_reads_the_official_download_as_the_scaper_folds(tmp_path):
+  scaper, official = _official_urbansound(tmp_path)
+  ids = {}
+  for root in (scaper, official):
+    splits = ss.urbansed_mini_splits(root)
+    ids[root] = {name: {label: sorted(ss.fs_id(f) + f.stem[len(ss.fs_id(f)):] for f in files)
+                        for label, files in ss.collect_sources(dirs, ss.URBANSED_MINI_CLASSES,
+                                                               flt).items()}
+                 for name, (dirs, flt) in splits.items()}
+  assert ids[official] == ids[scaper]  # Same clips, labels and train/validation/test split.
+  assert str(official / "UrbanSound8K" / "metadata" / "UrbanSound8K.csv") in str(
+      ss.urbansed_mini_splits(official)["test"][0][0])
+
+
+def test_a_broken_official_download_is_named(tmp_path):
+  _, official = _official_urbansound(tmp_path)
+  csv_path = official / "UrbanSound8K" / "metadata" / "UrbanSound8K.csv"
+  lines = csv_path.read_text().splitlines()
+  missing = official / "UrbanSound8K" / "audio" / "fold2" / lines[60].split(",")[0]
+  missing.unlink()
+  with pytest.raises(ss.SoundscapeError, match=rf"lists 1 file\(s\) that are not on disk, the "
+                     rf"first: {missing} \(line 61\)"):
+    ss.urbansed_mini_splits(official)
+  missing.write_bytes(b"x")
+  csv_path.write_text("\n".join([lines[0].replace(",class", ",label")] + lines[1:]))
+  with pytest.raises(ss.SoundscapeError, match=r"UrbanSound8K\.csv:1: the header .* lacks "
+                     r"\['class'\]"):
+    ss.urbansed_mini_splits(official)
+  csv_path.write_text("\n".join([lines[0]] + [l for l in lines[1:] if ",3," not in l]))
+  with pytest.raises(ss.SoundscapeError, match=r"no row for fold\(s\) \[3\]"):
+    ss.urbansed_mini_splits(official)
+
+
+def test_urbansed_mini_builds_from_the_official_download_and_needs_a_root(tmp_path):
+  from sed_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from sed_jax.data import builders  # pylint: disable=g-import-not-at-top
+  from sed_jax.data.builders import base  # pylint: disable=g-import-not-at-top
+  _, official = _official_urbansound(tmp_path, audio=True)
+  cfg = config_lib.common().dataset("urbansed_mini", smoke=True)
+  cfg.update(dict(root=str(official), data_dir=str(tmp_path / "tfds"), num_workers=1,
+                  clip_seconds=2.0))
+  cfg.soundscapes.clips.update(dict(train=3, validation=2, test=2, unlabeled=0))
+  builder = builders.prepare(cfg, config_lib.common().features())
+  assert {k: v["clips"] for k, v in builder.info.metadata["summary"].items()} == {
+      "train": 3, "validation": 2, "test": 2}
+  cfg.root = ""
+  with pytest.raises(base.BuildError, match=r"needs dataset\.root.*UrbanSound8K\.tar\.gz.*"
+                     r"--config\.dataset\.root=<folder>"):
+    builders.make_builder(cfg, config_lib.common().features())
 
 
 def test_short_background_is_looped_to_the_clip_length():

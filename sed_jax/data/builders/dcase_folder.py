@@ -2,9 +2,13 @@
 
 Plain layout under a root: one subfolder per split, each with `audio/` and `strong.tsv` and/or
 `weak.tsv` (neither = unlabeled). Presets map other layouts onto the same splits:
-- `desed`: DCASE 2019–2024 task 4 (`audio/train/synthetic*/…`, `metadata/train/weak.tsv`,
-  `audio/train/unlabel_in_domain`, `audio/validation/validation`, …);
-- `urban_sed`: `audio/{train,validate,test}` with per-file `annotations/<split>/<name>.txt`.
+- `desed`: DCASE 2019–2024 task 4 as downloaded (`audio/train/synthetic21_train/soundscapes`,
+  `strong_label_real`, `weak`, `unlabel_in_domain`, `audio/validation/validation`,
+  `…/synthetic21_validation/soundscapes`, `audio/eval/public`, each optionally `_16k`, with
+  `metadata/…/*.tsv`): splits synthetic, strong, weak, unlabeled, validation,
+  synthetic_validation and test (the public evaluation set);
+- `urban_sed`: URBAN-SED v2.0.0 as unpacked, `audio/{train,validate,test}` with per-file
+  `annotations/<split>/<name>.txt` (the `.jams` beside them are not read).
 
 Every annotated file must have its audio (the whole missing set is reported at once), and every
 audio file of a labelled split must be annotated (a file with no event gets a row with empty
@@ -63,8 +67,9 @@ def find_splits(root: Path, layout: str) -> dict[str, SplitFiles]:
 
 _EXPECTED = {
     "plain": "one subfolder per split holding audio/ and strong.tsv and/or weak.tsv",
-    "desed": "audio/train/{synthetic*,weak,unlabel_in_domain}, audio/validation/validation and "
-             "metadata/{train,validation}/*.tsv",
+    "desed": "audio/train/{synthetic*/soundscapes,strong_label_real,weak,unlabel_in_domain}, "
+             "audio/validation/validation, audio/eval/public (each optionally _16k) and "
+             "metadata/{train,validation,eval}/*.tsv",
     "urban_sed": "audio/{train,validate,test} and annotations/{train,validate,test}/*.txt",
 }
 
@@ -91,7 +96,9 @@ def _first(root: Path, *patterns: str) -> Path | None:
 
 def _desed(root: Path) -> dict[str, SplitFiles]:
   spec = {
-      "synthetic": (("audio/train/synthetic*/soundscapes", "audio/train/synthetic*"),
+      # Folder names as the downloads write them, with or without the task 4 baseline's
+      # resampled `_16k` twins (the original is taken when both are there).
+      "synthetic": (("audio/train/synthetic*/soundscapes*", "audio/train/synthetic*"),
                     ("metadata/train/synthetic*/soundscapes.tsv", "metadata/train/synthetic*.tsv"),
                     "strong"),
       "strong": (("audio/train/strong_label_real*",), ("metadata/train/audioset_strong.tsv",),
@@ -100,6 +107,8 @@ def _desed(root: Path) -> dict[str, SplitFiles]:
       "unlabeled": (("audio/train/unlabel_in_domain*",), (), None),
       "validation": (("audio/validation/validation*",), ("metadata/validation/validation.tsv",),
                      "strong"),
+      "synthetic_validation": (("audio/validation/synthetic*/soundscapes*",),
+                               ("metadata/validation/synthetic*/soundscapes.tsv",), "strong"),
       "test": (("audio/eval/public*",), ("metadata/eval/public.tsv",), "strong"),
   }
   out = {}

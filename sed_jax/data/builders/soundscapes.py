@@ -6,9 +6,11 @@ those folders into TFDS examples exactly like `dcase_folder` does. The `unlabele
 like the others and has its labels withheld.
 
 Sources per split are Scaper-style folders (`<dir>/<label>/*.ogg`). The preset `urbansed_mini`
-takes them from a data root holding `urbansound8k/fold{1,2,3}` and `backgrounds/`
-(`../shared/data` by default): folds 1–2 for train / validation (split by Freesound recording)
-and unlabeled, fold 3 for test.
+takes UrbanSound8K folds 1–3 from `dataset.root` (no default: the data is the user's download):
+the official archive unpacked there (`UrbanSound8K/audio/foldN/*.wav`, labels and folds from
+`UrbanSound8K/metadata/UrbanSound8K.csv`) or Scaper-style `urbansound8k/fold{1,2,3}` (as in
+../shared/data), beside `backgrounds/`. Folds 1–2 give train / validation (split by Freesound
+recording) and unlabeled, fold 3 test.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from sed_jax.data.builders import object_storage
 from sed_jax.data.builders import dcase_folder
 
 SPLITS = ("train", "validation", "test", "unlabeled")
-DEFAULT_ROOT = "../shared/data"
 
 
 def _split_sources(params) -> tuple[dict[str, tuple[list[Path], object]], list[Path]]:
@@ -74,7 +75,15 @@ def make(data_cfg, feature_cfg, preset: str = "") -> Soundscapes:
   """The builder for a `dataset` block naming `soundscapes` (or the `urbansed_mini` preset)."""
   s = data_cfg.soundscapes
   preset = preset or s.preset
-  root = Path(data_cfg.root or DEFAULT_ROOT).expanduser().resolve()
+  if not data_cfg.root:
+    what = (f"UrbanSound8K folds 1-3: download {mix_lib.US8K_DOWNLOAD}, unpack it into a "
+            "folder beside a backgrounds/ folder of ambient recordings"
+            if preset == "urbansed_mini" else "the source folders of "
+            "dataset.soundscapes.sources and its backgrounds folder")
+    raise base.BuildError(
+        f"Dataset {data_cfg.name!r} needs dataset.root, the folder holding {what}; then pass "
+        "--config.dataset.root=<folder> (--root on the build command).")
+  root = Path(data_cfg.root).expanduser().resolve()
   params = dict(preset=preset, root=str(root), sources=s.sources.to_dict(),
                 backgrounds=s.backgrounds, clips=s.clips.to_dict(),
                 mixing=dict(duration=data_cfg.clip_seconds, sample_rate=feature_cfg.sample_rate,
