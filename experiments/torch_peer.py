@@ -5,7 +5,7 @@ r"""A peer on the same data: a plain PyTorch CRNN trained with a standard recipe
   python experiments/torch_peer.py --config.dataset.root=../shared/data --arch=student
   python experiments/torch_peer.py --config=configs/student.py:smoke --epochs=2 --out=/tmp/peer
   python experiments/torch_peer.py --config=configs/student.py --cpu_size --epochs=2 \
-      --batch_size=8 --scores_dir=runs/torch_gated_scores  # A PyTorch teacher (docs/distillation.md)
+      --batch_size=8 --scores_dir=runs/torch_gated_scores   # a teacher (docs/distillation.md)
 
 What a researcher asks first is whether our models are as good as the framework they would use
 otherwise. This trains a PyTorch CRNN on the train split of the experiment config's dataset

@@ -222,8 +222,8 @@ def _check_probs(path, values: np.ndarray, line_of_row, header: Sequence[str]) -
   if bad.any():
     r, c = map(int, np.argwhere(bad)[0])
     raise _error(path, line_of_row(r), f"{header[c]} = {float(values[r, c])!r} is not a "
-                 "probability in [0, 1]", "Scores are probabilities (after the sigmoid), finite and in "
-                 "[0, 1]; the .npz format also takes frame_logits.")
+                 "probability in [0, 1]", "Scores are probabilities (after the sigmoid), "
+                 "finite and in [0, 1]; the .npz format also takes frame_logits.")
 
 
 def _check_tiling(path, onsets: np.ndarray, offsets: np.ndarray, line_of_row) -> None:

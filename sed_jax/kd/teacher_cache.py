@@ -108,8 +108,8 @@ def checkpoint_identity(workdir: epath.PathLike) -> dict[str, Any]:
   if not steps:
     raise FileNotFoundError(f"Teacher run {workdir} has no best checkpoint; train it first.")
   config = json.loads((epath.Path(workdir) / "config.json").read_text())
-  return dict(step=steps[0], hash=io_utils.content_hash(best / str(steps[0])), arch=config["model"]["arch"],
-              time_pool=config["features"]["time_pool"])
+  return dict(step=steps[0], hash=io_utils.content_hash(best / str(steps[0])),
+              arch=config["model"]["arch"], time_pool=config["features"]["time_pool"])
 
 
 class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registration=True):
