@@ -125,7 +125,9 @@ class FolderWriter:
     self.info: dict = {}
 
   def __enter__(self) -> FolderWriter:
-    shutil.rmtree(self.tmp, ignore_errors=True)
+    # A killed writer's leftovers (one writer per folder, as for io_utils.atomic_write).
+    for leftover in self.out.parent.glob(f".{self.out.name}.partial-*"):
+      shutil.rmtree(leftover, ignore_errors=True)
     self.tmp.mkdir(parents=True)
     return self
 

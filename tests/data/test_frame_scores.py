@@ -1,6 +1,8 @@
 """Frame-score files: sed_scores_eval TSVs and .npz read back exactly, every malformed file
 refused naming the file and line, and the resampling rule onto the student's frames."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sed_scores_eval.base_modules import io as sse_io
@@ -204,3 +206,22 @@ def test_clip_logits_pool_frames_by_linear_softmax_without_clip_scores():
   np.testing.assert_allclose(fs.logits_to_probs(logit), [1.25 / 1.5, 0.0])
   np.testing.assert_array_equal(fs.clip_logits(None, np.asarray([0.5, 0.25]), "probs"),
                                 fs.probs_to_logits([0.5, 0.25]))
+
+
+def test_the_folder_writer_is_all_or_nothing(tmp_path):
+  out = tmp_path / "scores"
+  logits = [np.zeros((25, 3), np.float32)]
+  with fs.FolderWriter(out, CLASSES, HOP) as w:
+    w.split("test", ["c0.wav"], logits, np.zeros((1, 3)))
+  before = sorted(p.relative_to(out) for p in out.rglob("*"))
+  assert before == sorted(map(Path, ["clip_scores", "clip_scores/test.tsv", "source.json", "test",
+                                     "test/c0.tsv"]))
+  with pytest.raises(FileExistsError, match="pass --overwrite"):
+    fs.FolderWriter(out, CLASSES, HOP)
+  (tmp_path / ".scores.partial-999").mkdir()  # What a killed writer leaves.
+  with pytest.raises(RuntimeError, match="midway"):
+    with fs.FolderWriter(out, CLASSES, HOP, "npz", overwrite=True) as w:
+      w.split("test", ["c0.wav"], logits, np.zeros((1, 3)))
+      raise RuntimeError("midway")
+  assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # Untouched.
+  assert [p.name for p in tmp_path.iterdir()] == ["scores"]  # No leftover.
