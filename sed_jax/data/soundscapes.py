@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import zlib
@@ -621,6 +622,18 @@ def urbansound8k_folds(us8k: PathLike, folds: Sequence[int]) -> list[LabelledFil
   if empty:
     raise SoundscapeError(f"{csv_path}: no row for fold(s) {empty}; UrbanSound8K has folds 1-10.")
   return [LabelledFiles(f"{csv_path} fold {k}", tuple(per_fold[k])) for k in folds]
+
+
+def as_source(folder: PathLike) -> Path | LabelledFiles:
+  """A source folder as configured (`dataset.soundscapes.sources`): a fold of the official
+  UrbanSound8K download (`.../UrbanSound8K/audio/foldN`, labels from its CSV) or a Scaper-style
+  folder (`<dir>/<label>/*`)."""
+  p = Path(folder)
+  fold = re.fullmatch(r"fold(\d+)", p.name)
+  if fold and p.parent.name == "audio" and (p.parents[1] / "metadata" / "UrbanSound8K.csv"
+                                            ).is_file():
+    return urbansound8k_folds(p.parents[1], [int(fold.group(1))])[0]
+  return p
 
 
 def urbansed_mini_splits(data_root: PathLike

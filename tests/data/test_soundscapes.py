@@ -307,6 +307,17 @@ def test_urbansed_mini_reads_the_official_download_as_the_scaper_folds(tmp_path)
       ss.urbansed_mini_splits(official)["test"][0][0])
 
 
+def test_a_configured_source_may_be_an_official_fold(tmp_path):
+  """`dataset.soundscapes.sources.<split>=UrbanSound8K/audio/fold3`: labelled by the CSV, the
+  same clips as the Scaper-style fold."""
+  scaper, official = _official_urbansound(tmp_path)
+  fold = ss.as_source(official / "UrbanSound8K" / "audio" / "fold3")
+  assert isinstance(fold, ss.LabelledFiles)
+  stems = lambda sources: {label: [f.stem for f in files] for label, files in sources.items()}
+  assert stems(ss.collect_sources([fold])) == stems(
+      ss.collect_sources([ss.as_source(scaper / "urbansound8k" / "fold3")]))
+
+
 def test_a_broken_official_download_is_named(tmp_path):
   _, official = _official_urbansound(tmp_path)
   csv_path = official / "UrbanSound8K" / "metadata" / "UrbanSound8K.csv"

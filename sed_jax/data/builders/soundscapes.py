@@ -5,7 +5,8 @@ The mixing (`sed_jax.data.soundscapes`) writes one DCASE split folder per split 
 those folders into TFDS examples exactly like `dcase_folder` does. The `unlabeled` split is mixed
 like the others and has its labels withheld.
 
-Sources per split are Scaper-style folders (`<dir>/<label>/*.ogg`). The preset `urbansed_mini`
+Sources per split are Scaper-style folders (`<dir>/<label>/*.ogg`) or folds of the official
+UrbanSound8K download (`UrbanSound8K/audio/foldN`, labelled by its CSV). The preset `urbansed_mini`
 takes UrbanSound8K folds 1–3 from `dataset.root` (no default: the data is the user's download):
 the official archive unpacked there (`UrbanSound8K/audio/foldN/*.wav`, labels and folds from
 `UrbanSound8K/metadata/UrbanSound8K.csv`) or Scaper-style `urbansound8k/fold{1,2,3}` (as in
@@ -39,7 +40,7 @@ def _split_sources(params) -> tuple[dict[str, tuple[list[Path], object]], list[P
   for split in SPLITS:
     dirs = [d.strip() for d in params["sources"].get(split, "").split(",") if d.strip()]
     if dirs and params["clips"][split]:
-      splits[split] = ([root / d for d in dirs], None)
+      splits[split] = ([mix_lib.as_source(root / d) for d in dirs], None)
   backgrounds = audio_lib.find_audio_files(root / params["backgrounds"])
   if not splits:
     raise base.BuildError("No soundscape sources configured: set dataset.soundscapes.sources."
