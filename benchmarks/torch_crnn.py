@@ -2,10 +2,11 @@
 
 Each twin is built from a Flax `crnn.CRNN` (`from_flax`), so it reads the same widths, depths,
 pooling factors and dropout rates and cannot drift from the model it is compared with; its
-layers are the same layer by layer (convolutions without bias before BatchNorm, GLU gates,
-depthwise-separable convolutions, max pooling of time and frequency, a bidirectional GRU, a
-frame head and an attention head without bias, log-space attention pooling) and it has exactly
-as many parameters (`count_params`; benchmarks/train_step.py checks it before timing).
+layers are the same layer by layer for all five front-ends (convolutions without bias before
+BatchNorm; GLU gates, residual, dense and transition, inception and depthwise-separable blocks;
+max or average pooling of time and frequency; a bidirectional GRU, a frame head and an
+attention head without bias, log-space attention pooling) and it has exactly as many
+parameters (`count_params`; benchmarks/train_step.py checks it before timing).
 
 Layout is PyTorch's native one: convolutions see [B, C, T, F] (NCHW), the GRU [B, T, D]. The
 twin of our masked GRU is a plain `nn.GRU` over all frames: the benchmark's clips have no padding,
@@ -36,13 +37,13 @@ def _bn(c: int) -> nn.BatchNorm2d:
   return nn.BatchNorm2d(c, **_BN)
 
 
-def pool_stage(x: torch.Tensor, time: int) -> torch.Tensor:
-  """Max-pools [B, C, T, F] by `time` along time and by 2 along frequency while F >= 2 (as
+def pool_stage(x: torch.Tensor, time: int, pool=F.max_pool2d) -> torch.Tensor:
+  """Pools [B, C, T, F] by `time` along time and by 2 along frequency while F >= 2 (as
   `blocks.pool_stage`: non-overlapping windows, remainders dropped)."""
   freq = 2 if x.shape[3] >= 2 else 1
   if time == 1 and freq == 1:
     return x
-  return F.max_pool2d(x, (time, freq), (time, freq))
+  return pool(x, (time, freq), (time, freq))
 
 
 class GLUBlock(nn.Module):
@@ -77,24 +78,87 @@ class XceptionBlock(nn.Module):
     return self.shortcut(x) + self.body(x)
 
 
+def _cbr(cin: int, cout: int, k: int) -> nn.Sequential:
+  """conv (no bias) -> BN -> ReLU, 'SAME' padding (odd k)."""
+  return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), _bn(cout), nn.ReLU())
+
+
+class ResidualBlock(nn.Module):
+  """conv-BN-ReLU, conv-BN (scale 0 at init), + shortcut (1x1 conv-BN if the width changes),
+  ReLU."""
+
+  def __init__(self, cin: int, features: int):
+    super().__init__()
+    self.body = nn.Sequential(_cbr(cin, features, 3),
+                              nn.Conv2d(features, features, 3, padding=1, bias=False),
+                              _bn(features))
+    nn.init.zeros_(self.body[2].weight)
+    self.shortcut = (nn.Sequential(nn.Conv2d(cin, features, 1, bias=False), _bn(features))
+                     if cin != features else nn.Identity())
+
+  def forward(self, x):
+    return F.relu(self.shortcut(x) + self.body(x))
+
+
+class DenseBlock(nn.Module):
+  """Per layer: BN-ReLU-1x1 conv to bottleneck*growth, BN-ReLU-3x3 conv to growth, concatenated
+  onto the input."""
+
+  def __init__(self, cin: int, num_layers: int, growth: int, bottleneck: int):
+    super().__init__()
+    layers, c = [], cin
+    for _ in range(num_layers):
+      layers.append(nn.Sequential(
+          _bn(c), nn.ReLU(), nn.Conv2d(c, bottleneck * growth, 1, bias=False),
+          _bn(bottleneck * growth), nn.ReLU(),
+          nn.Conv2d(bottleneck * growth, growth, 3, padding=1, bias=False)))
+      c += growth
+    self.layers = nn.ModuleList(layers)
+    self.out_channels = c
+
+  def forward(self, x):
+    for layer in self.layers:
+      x = torch.cat([x, layer(x)], dim=1)
+    return x
+
+
+class InceptionBlock(nn.Module):
+  """Parallel 1x1, 1x1 -> 3x3, 1x1 -> 5x5 and 3x3 max-pool -> 1x1 branches (each conv-BN-ReLU),
+  concatenated; a quarter of `features` per branch, the 1x1 branch takes the remainder."""
+
+  def __init__(self, cin: int, features: int):
+    super().__init__()
+    w = features // 4
+    reduce = max(w // 2, 1)
+    self.b1 = _cbr(cin, features - 3 * w, 1)
+    self.b3 = nn.Sequential(_cbr(cin, reduce, 1), _cbr(reduce, w, 3))
+    self.b5 = nn.Sequential(_cbr(cin, reduce, 1), _cbr(reduce, w, 5))
+    self.bp = _cbr(cin, w, 1)
+
+  def forward(self, x):
+    pooled = F.max_pool2d(x, 3, 1, padding=1)
+    return torch.cat([self.b1(x), self.b3(x), self.b5(x), self.bp(pooled)], dim=1)
+
+
 class FrontEnd(nn.Module):
   """stem -> per stage: block, pool_stage, dropout -> mean over frequency: [B, T', C]."""
 
   def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module], time_pools: Sequence[int],
-               dropout: float, stem_pool: Sequence[int] = (1, 1)):
+               dropout: float, stem_pool: Sequence[int] = (1, 1), pool_kind: str = "max"):
     super().__init__()
     self.stem = stem
     self.stem_pool = tuple(stem_pool)
     self.blocks = nn.ModuleList(blocks)
     self.time_pools = tuple(time_pools)
     self.dropout = nn.Dropout(dropout)
+    self.pool = F.max_pool2d if pool_kind == "max" else F.avg_pool2d
 
   def forward(self, x):  # x: [B, T, F]
     x = self.stem(x[:, None])
     if self.stem_pool != (1, 1):
-      x = F.max_pool2d(x, self.stem_pool, self.stem_pool)
+      x = self.pool(x, self.stem_pool, self.stem_pool)
     for block, t in zip(self.blocks, self.time_pools):
-      x = self.dropout(pool_stage(block(x), t))
+      x = self.dropout(pool_stage(block(x), t, self.pool))
     return x.mean(dim=3).transpose(1, 2)
 
 
@@ -143,11 +207,12 @@ def _time_pools(fe) -> list[int]:
 
 
 def from_flax(model: flax_crnn.CRNN, mels: int = 64) -> CRNN:
-  """The PyTorch twin of a Flax CRNN with a gated or Xception (student) front-end, attention
-  pooling and max pooling in the front-end."""
+  """The PyTorch twin of a Flax CRNN with any of the five front-ends (gated, ResNet, DenseNet,
+  Inception, Xception: the teachers and the student) and attention clip pooling."""
   fe = model.frontend
-  if model.pooling != "attention" or fe.pool_kind != "max":
-    raise NotImplementedError("twins exist for attention clip pooling and max-pool front-ends")
+  if model.pooling != "attention" or fe.pool_kind not in ("max", "avg"):
+    raise NotImplementedError("twins exist for attention clip pooling and max/avg pooling")
+  per_stage = lambda v, name: flax_crnn.per_stage(v, len(fe.widths), name)
   if isinstance(fe, flax_crnn.GatedFrontEnd):
     blocks, c = [], 1
     for w in fe.widths:
@@ -155,15 +220,32 @@ def from_flax(model: flax_crnn.CRNN, mels: int = 64) -> CRNN:
       c = w
     stem = nn.Identity()
   elif isinstance(fe, flax_crnn.XceptionFrontEnd):
-    stem = nn.Sequential(nn.Conv2d(1, fe.stem_width, 3, padding=1, bias=False),
-                         _bn(fe.stem_width), nn.ReLU())
+    stem = _cbr(1, fe.stem_width, 3)
     blocks, c = [], fe.stem_width
     for w in fe.widths:
       blocks.append(XceptionBlock(c, w, fe.convs_per_block, fe.kernel_size))
       c = w
+  elif isinstance(fe, (flax_crnn.ResNetFrontEnd, flax_crnn.InceptionFrontEnd)):
+    block = ResidualBlock if isinstance(fe, flax_crnn.ResNetFrontEnd) else InceptionBlock
+    stem, blocks, c = _cbr(1, fe.stem_width, 3), [], fe.stem_width
+    for w, n in zip(fe.widths, per_stage(fe.blocks_per_stage, "blocks_per_stage")):
+      stage = []
+      for _ in range(n):
+        stage.append(block(c, w))
+        c = w
+      blocks.append(nn.Sequential(*stage))
+  elif isinstance(fe, flax_crnn.DenseNetFrontEnd):
+    stem, blocks, c = _cbr(1, fe.stem_width, 3), [], fe.stem_width
+    for w, n, g in zip(fe.widths, per_stage(fe.layers_per_block, "layers_per_block"),
+                       per_stage(fe.growth, "growth")):
+      dense = DenseBlock(c, n, g, fe.bottleneck)
+      blocks.append(nn.Sequential(dense, _bn(dense.out_channels), nn.ReLU(),
+                                  nn.Conv2d(dense.out_channels, w, 1, bias=False)))
+      c = w
   else:
     raise NotImplementedError(f"no PyTorch twin for {type(fe).__name__}")
-  frontend = FrontEnd(stem, blocks, _time_pools(fe), fe.conv_dropout, _stem_pool(fe))
+  frontend = FrontEnd(stem, blocks, _time_pools(fe), fe.conv_dropout, _stem_pool(fe),
+                      fe.pool_kind)
   return CRNN(frontend, mels, fe.widths[-1], model.num_classes, model.gru_features,
               model.gru_layers, model.dropout, model.input_norm)
 
