@@ -1,27 +1,36 @@
-r"""Train-step throughput of our JAX step against an equivalent PyTorch CRNN, in one run.
+r"""Train-step throughput of our JAX step against an equivalent PyTorch CRNN, in one run, and
+how close each step runs to the machine's matmul limit.
 
-  python benchmarks/train_step.py [--models=gated,student] [--repeats=7] [--steps=2]
+  python benchmarks/train_step.py                       # every model, 2 threads on 2 cores
+  taskset -c 0 python benchmarks/train_step.py --threads=1 --out=train_step_1thread
+  python benchmarks/train_step.py --cpu_kernels=off --out=train_step_stock_xla
 
-For each model (default: the `gated` teacher, the cheapest of the five, at batch 16, then the
-default `student` at batch 64, the student config's batch size), on the CPU:
+For each model (default: the five teacher architectures at their default size at batch 16,
+then the `student` at batch 64, the student config's batch size), on the CPU:
 - ours: `sed_jax.train.train_step` compiled as `train_and_evaluate` compiles it (jit, the state
   donated), with the real optimiser (`train.make_optimizer(config_lib.common().optimizer())`:
   AdamW, global-norm clipping, warmup-cosine schedule) and the real loss
   (`config_lib.common().loss()`), on a batch laid out like `pipeline.device_batch`;
+  `--cpu_kernels=off` builds the models with stock XLA ops (what a GPU or TPU user runs);
 - PyTorch: the twin of the same model (`benchmarks/torch_crnn.py`: same layers, same parameter
   count, checked here) with AdamW, the same clipping, schedule and masked BCE.
-Both use every core of the machine (`torch.set_num_threads(os.cpu_count())`; XLA's CPU client
-runs one intra-op thread per core). After `--warmup` steps each, the two sides alternate
-`--repeats` times (which side goes first alternates too), `--steps` steps per repetition, so
-that load from other processes hits both alike in time; each side's throughput is the median
-over its repetitions, and the ratio is ours / PyTorch's (> 1: ours is faster). Load does not
-hit both alike in effect: PyTorch's OpenMP threads synchronise after every op and stall while
-another process holds a core, XLA's thread pool degrades more gently. To compare the two
-without that, pin the run to one core: `taskset -c 0 python benchmarks/train_step.py
---threads=1`.
+Both sides use `--threads` threads (default: every core; `torch.set_num_threads`, and XLA's CPU
+client runs one intra-op thread per core it may use, so pin a 1-thread run with `taskset`).
+After `--warmup` steps each, the two sides alternate `--repeats` times (which side goes first
+alternates too), `--steps` steps per repetition, so that load from other processes hits both
+alike in time; each side's throughput is the median over its repetitions, and the ratio is
+ours / PyTorch's (> 1: ours is faster). Load does not hit both alike in effect: PyTorch's
+OpenMP threads synchronise after every op and stall while another process holds a core, XLA's
+thread pool degrades more gently; the 1-thread pinned run compares them without that.
 
-Writes the full output to benchmarks/results/train_step.json; prints one
-`result: train_step_jax_over_torch_<model> <ratio> x` line per model, the student's last.
+Distance to the limit: the same run first measures the attainable fp32 matmul rate (the best
+of XLA's and PyTorch's square matmuls, N = 256 ... 2048). Each step's achieved rate counts the
+model's FLOPs (`models/cost.py`: the forward pass, scans included) times 3 for a training step
+(forward, and a backward of about twice its cost), per example, at the measured throughput.
+
+Writes benchmarks/results/<--out>.json; prints one `result: train_step_jax_over_torch_<model>
+<ratio> x` line per model and, last, `result: train_step_jax_over_torch_slowest <ratio> x`
+(the lowest ratio of all models).
 """
 
 from __future__ import annotations
@@ -49,17 +58,18 @@ from sed_jax.models import cost
 sys.path.insert(0, str(Path(__file__).parent))
 import torch_crnn  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_MODELS = flags.DEFINE_list("models", ["gated", "student"],
-                            "Architectures to measure, in order (the last one's ratio is the "
-                            "final result line).")
-_BATCH = flags.DEFINE_list("batch_sizes", ["gated=16", "student=64"],
-                           "arch=batch size; other archs use 16.")
+_MODELS = flags.DEFINE_list("models", ["gated", "resnet", "densenet", "inception", "xception",
+                                        "student"], "Architectures to measure, in order.")
+_BATCH = flags.DEFINE_list("batch_sizes", ["student=64"], "arch=batch size; other archs use 16.")
+_CPU_KERNELS = flags.DEFINE_enum("cpu_kernels", "auto", ["auto", "off"],
+                                 "model.cpu_kernels of our models: off = stock XLA ops.")
+_OUT = flags.DEFINE_string("out", "train_step", "Results file name in benchmarks/results/.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed repetitions per side (alternating).")
 _STEPS = flags.DEFINE_integer("steps", 2, "Train steps per timed repetition.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per side before timing.")
 _THREADS = flags.DEFINE_integer("threads", 0, "PyTorch intra-op threads; 0 = os.cpu_count().")
 
-RESULTS = Path(__file__).parent / "results" / "train_step.json"
+RESULTS = Path(__file__).parent / "results"
 NUM_CLASSES, FRAMES, MELS, TOTAL_STEPS = 10, 500, 64, 3000
 
 
@@ -80,8 +90,8 @@ def make_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
 class JaxSide:
   """Our step, compiled as `train.train_and_evaluate` compiles it (single device)."""
 
-  def __init__(self, arch: str, batch: dict[str, np.ndarray]):
-    self.model = crnn.make_model(arch, NUM_CLASSES)
+  def __init__(self, arch: str, batch: dict[str, np.ndarray], cpu_kernels: str = "auto"):
+    self.model = crnn.make_model(arch, NUM_CLASSES, cpu_kernels=cpu_kernels)
     self.tx, _ = train.make_optimizer(config_lib.common().optimizer(), TOTAL_STEPS)
     self.state = jax.jit(functools.partial(train.init_state, self.model, self.tx,
                                            input_shape=(1, FRAMES, MELS)))(jax.random.key(0))
@@ -125,10 +135,33 @@ class TorchSide:
     return time.perf_counter() - start
 
 
-def measure(arch: str, batch_size: int) -> dict:
+def matmul_peak(sizes=(256, 512, 1024, 2048), repeats: int = 5) -> dict:
+  """The attainable fp32 rate of this machine at this thread count: the best GFLOP/s of XLA's
+  and PyTorch's square matmuls (each size timed `repeats` times after a warm-up)."""
+  out = {}
+  for n in sizes:
+    a = np.random.default_rng(n).standard_normal((n, n), dtype=np.float32)
+    xa = jax.device_put(a)
+    dot = jax.jit(lambda x, y: x @ y)
+    ta = torch.from_numpy(a)
+    for name, fn in (("xla", lambda: dot(xa, xa).block_until_ready()),
+                     ("torch", lambda: torch.mm(ta, ta))):
+      fn()
+      best = min(_timed(fn) for _ in range(repeats))
+      out[f"{name}_{n}"] = 2 * n ** 3 / best / 1e9
+  return dict(gflops=max(out.values()), best=max(out, key=out.get), per_size=out)
+
+
+def _timed(fn) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def measure(arch: str, batch_size: int, peak_gflops: float) -> dict:
   """Both sides of one model: warm-up, then alternating timed repetitions."""
   batch = make_batch(batch_size)
-  ours = JaxSide(arch, batch)
+  ours = JaxSide(arch, batch, _CPU_KERNELS.value)
   theirs = TorchSide(ours.model, batch)
   print(f"{arch}: parameters JAX {ours.params:,}, PyTorch {theirs.params:,}; batch {batch_size}; "
         f"JAX first step (compilation) {ours.first_step_s:.1f} s", flush=True)
@@ -144,12 +177,23 @@ def measure(arch: str, batch_size: int) -> dict:
       times[name].append(side.run(_STEPS.value))
   rates = {k: [_STEPS.value * batch_size / t for t in v] for k, v in times.items()}
   jax_rate, torch_rate = (float(np.median(rates[k])) for k in ("jax", "torch"))
+  # Training FLOPs per example: the forward pass counted by models/cost.py on the stock ops
+  # (the model's own arithmetic, whatever path computes it), times 3.
+  stock = crnn.make_model(arch, NUM_CLASSES, cpu_kernels="off")
+  step_flops = 3 * cost.model_flops(stock, cost.abstract_variables(stock, (1, FRAMES, MELS)),
+                                    (1, FRAMES, MELS))
   row = dict(arch=arch, batch_size=batch_size, params_jax=ours.params,
              params_torch=theirs.params, jax_first_step_s=ours.first_step_s,
              jax_examples_per_s=jax_rate, torch_examples_per_s=torch_rate,
-             ratio=jax_rate / torch_rate, jax_rates=rates["jax"], torch_rates=rates["torch"])
+             ratio=jax_rate / torch_rate, jax_rates=rates["jax"], torch_rates=rates["torch"],
+             train_flops_per_example=step_flops,
+             jax_gflops=step_flops * jax_rate / 1e9, torch_gflops=step_flops * torch_rate / 1e9)
+  row["jax_fraction_of_peak"] = row["jax_gflops"] / peak_gflops
+  row["torch_fraction_of_peak"] = row["torch_gflops"] / peak_gflops
   print(f"{arch}: JAX {jax_rate:.1f} ex/s, PyTorch {torch_rate:.1f} ex/s, "
-        f"JAX/PyTorch {row['ratio']:.2f}x  (per repetition: JAX "
+        f"JAX/PyTorch {row['ratio']:.2f}x; JAX {row['jax_gflops']:.1f} GFLOP/s = "
+        f"{100 * row['jax_fraction_of_peak']:.0f}% of the matmul peak (PyTorch "
+        f"{100 * row['torch_fraction_of_peak']:.0f}%)  (per repetition: JAX "
         f"{', '.join(f'{x:.1f}' for x in rates['jax'])}; PyTorch "
         f"{', '.join(f'{x:.1f}' for x in rates['torch'])})", flush=True)
   return row
@@ -158,26 +202,35 @@ def measure(arch: str, batch_size: int) -> dict:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  threads = _THREADS.value or os.cpu_count()
+  threads = _THREADS.value or len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
   batch_sizes = {}
   for item in _BATCH.value:
     arch, _, size = item.partition("=")
     batch_sizes[arch] = int(size)
-  rows = [measure(arch, batch_sizes.get(arch, 16)) for arch in _MODELS.value]
+  peak = matmul_peak()
+  print(f"matmul peak: {peak['gflops']:.1f} GFLOP/s fp32 ({peak['best']}) at {threads} "
+        "thread(s)", flush=True)
+  rows = [measure(arch, batch_sizes.get(arch, 16), peak["gflops"]) for arch in _MODELS.value]
   out = dict(
       command=" ".join(["python benchmarks/train_step.py", *sys.argv[1:]]),
       machine=dict(platform=platform.platform(), python=platform.python_version(),
-                   cpu_count=os.cpu_count(), jax=jax.__version__, torch=torch.__version__,
+                   cpu_count=os.cpu_count(), cpus_usable=len(os.sched_getaffinity(0)),
+                   jax=jax.__version__, torch=torch.__version__,
                    jax_devices=[str(d) for d in jax.devices()], torch_threads=threads,
-                   jax_threads="XLA CPU client default: one intra-op thread per core",
+                   jax_threads="XLA CPU client default: one intra-op thread per usable core",
                    xla_flags=os.environ.get("XLA_FLAGS", "")),
+      cpu_kernels=_CPU_KERNELS.value, matmul_peak=peak,
       repeats=_REPEATS.value, steps_per_repeat=_STEPS.value, warmup_steps=_WARMUP.value,
       models=rows)
-  RESULTS.parent.mkdir(parents=True, exist_ok=True)
-  RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+  path = RESULTS / f"{_OUT.value}.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(out, indent=2) + "\n")
   for row in rows:
     print(f"result: train_step_jax_over_torch_{row['arch']} {row['ratio']:.2f} x")
+  slowest = min(rows, key=lambda r: r["ratio"])
+  print(f"result: train_step_jax_over_torch_slowest {slowest['ratio']:.2f} x "
+        f"({slowest['arch']})")
 
 
 if __name__ == "__main__":

@@ -158,21 +158,27 @@ def _im2col_conv(x: Array, kernel: Array) -> Array:
   return pointwise_conv(patches, kernel.reshape(kh * kw * c, o))
 
 
-# Largest kh * kw * C_in that the CPU path turns into patches (beyond it the patches cost more
-# memory traffic than XLA's own convolution).
+# Which dense convolutions the CPU path turns into patches: those of few input channels (the
+# first conv sees one; kh * kw * C_in up to IM2COL_MAX_DEPTH) and those of at least
+# IM2COL_MIN_OUT output channels, where the patches' matmul (fast on XLA:CPU) beats XLA's own
+# convolution, forward and gradients, at every shape measured; XLA's convolution stays faster
+# for 16 or fewer output channels (benchmarks/conv_paths.py, results/conv_paths.json).
 IM2COL_MAX_DEPTH = 9
+IM2COL_MIN_OUT = 32
 
 
 def _cpu_conv(x: Array, kernel: Array, feature_group_count: int) -> Array:
   """The CPU path of a stride-1 'SAME' NHWC convolution: 1x1 convs are matmuls, depthwise
-  convs shifted sums, convs of few input channels (the first one) im2col matmuls; the rest
-  (3x3 convs over many channels, where XLA's convolution is efficient) stay native."""
+  convs shifted sums, dense convs of few input channels or many output channels im2col
+  matmuls; the rest (few output channels, where XLA's convolution is the fast one) stay
+  native."""
   kh, kw, cin, cout = kernel.shape
   if feature_group_count == 1 and kh == kw == 1:
     return pointwise_conv(x, kernel[0, 0])
   if feature_group_count == x.shape[-1] == cout and cin == 1:
     return depthwise_conv(x, kernel[:, :, 0, :])
-  if feature_group_count == 1 and kh * kw * cin <= IM2COL_MAX_DEPTH:
+  if feature_group_count == 1 and (kh * kw * cin <= IM2COL_MAX_DEPTH or
+                                   cout >= IM2COL_MIN_OUT):
     return _im2col_conv(x, kernel)
   return _native_conv(x, kernel, feature_group_count)
 

@@ -1,0 +1,145 @@
+r"""Where a training step's time goes: XLA's own trace of the compiled step, by part of the model.
+
+  python benchmarks/step_profile.py                          # every model, 5 traced steps each
+  python benchmarks/step_profile.py --models=gated --cpu_kernels=off
+
+For each model, the train step of `benchmarks/train_step.py` (same model, optimiser, loss and
+batch) runs `--steps` times under `jax.profiler.trace`. Every XLA thunk in the trace (a fusion,
+a convolution, a matmul, a copy) is attributed to one part of the model through the compiled
+HLO's metadata: the `op_name` of the instruction (the JAX name stack that made it, Flax
+module names included) and its `source_file`:
+
+- convolutions: the conv layers, forward and gradients (matmuls and im2col of the CPU paths
+  included);
+- BatchNorm: statistics, normalisation and their gradients;
+- pooling: max / average pooling and their gradients;
+- GRU: the BiGRU scans, forward and backward;
+- heads and loss: the frame and attention heads, clip pooling, the masked BCE;
+- optimiser: AdamW, global-norm clipping, the schedule;
+- other: what no rule claims (copies and concatenations between parts, the input layout).
+
+Thunks of XLA's CPU runtime may run two at a time on two cores, so the shares are of the summed
+thunk time, and the table also gives the step's wall time. Writes
+benchmarks/results/<--out>.json and .md.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import gzip
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+from absl import app
+from absl import flags
+
+sys.path.insert(0, str(Path(__file__).parent))
+import train_step  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_MODELS = flags.DEFINE_list("profile_models", ["gated", "resnet", "densenet", "inception",
+                                               "xception", "student"],
+                            "Architectures to profile, in order.")
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Traced steps per model.")
+_PROFILE_OUT = flags.DEFINE_string("profile_out", "step_profile",
+                                   "Results file name in benchmarks/results/ (.json, .md).")
+
+PARTS = ("convolutions", "BatchNorm", "pooling", "GRU", "heads and loss", "optimiser", "other")
+_RULES = (  # (part, pattern on "op_name source_file"), first match wins.
+    ("optimiser", re.compile(r"optax|clip_by_global_norm|apply_updates|make_optimizer")),
+    ("GRU", re.compile(r"GRU|gru|/while/|scan")),
+    ("BatchNorm", re.compile(r"BatchNorm|_bn\b|normali[sz]e|batch_stats")),
+    ("pooling", re.compile(r"pool|window_pool|select_and_scatter|reduce_window")),
+    ("convolutions", re.compile(r"Conv|conv|depthwise|pointwise|im2col|shortcut")),
+    ("heads and loss", re.compile(r"frame_head|attention|clip_logits|losses\.py|loss")),
+)
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?metadata=\{([^}]*)\}")
+
+
+def instruction_parts(hlo_text: str) -> dict[str, str]:
+  """HLO instruction name → part, from each instruction's op_name and source_file."""
+  out = {}
+  for line in hlo_text.splitlines():
+    m = _INSTRUCTION.match(line)
+    if not m:
+      continue
+    meta = m.group(2)
+    op = re.search(r'op_name="([^"]*)"', meta)
+    src = re.search(r'source_file="([^"]*)"', meta)
+    key = f"{op.group(1) if op else ''} {src.group(1) if src else ''}"
+    out[m.group(1)] = next((part for part, rx in _RULES if rx.search(key)), "other")
+  return out
+
+
+def thunk_times(trace_dir: str) -> dict[str, float]:
+  """Summed duration (s) of each HLO op's thunks in the perfetto trace under `trace_dir`."""
+  (path,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
+  events = json.load(gzip.open(path))["traceEvents"]
+  out: dict[str, float] = collections.defaultdict(float)
+  for e in events:
+    op = (e.get("args") or {}).get("hlo_op")
+    if e.get("ph") == "X" and op and (e.get("args") or {}).get("hlo_module") == "jit_train_step":
+      out[op] += e["dur"] / 1e6
+  return out
+
+
+def profile(arch: str, batch_size: int, steps: int, cpu_kernels: str) -> dict:
+  """One model's step, traced: wall time per step and thunk time by part."""
+  side = train_step.JaxSide(arch, train_step.make_batch(batch_size), cpu_kernels)
+  side.run(2)
+  hlo = side.step_fn.lower(side.state, side.batch).compile().as_text()
+  parts_of = instruction_parts(hlo)
+  with tempfile.TemporaryDirectory() as tmp:
+    start = time.perf_counter()
+    with jax.profiler.trace(tmp, create_perfetto_trace=True):
+      side.run(steps)
+    wall = (time.perf_counter() - start) / steps
+    times = thunk_times(tmp)
+  by_part = collections.Counter()
+  for op, t in times.items():
+    by_part[parts_of.get(op, "other")] += t / steps
+  total = sum(by_part.values())
+  top = sorted(times.items(), key=lambda kv: -kv[1])[:12]
+  row = dict(arch=arch, batch_size=batch_size, wall_s_per_step=wall,
+             thunk_s_per_step=total, parts_s={p: by_part.get(p, 0.0) for p in PARTS},
+             parts_share={p: by_part.get(p, 0.0) / total for p in PARTS},
+             top_thunks=[dict(op=op, part=parts_of.get(op, "other"), s_per_step=t / steps)
+                         for op, t in top])
+  print(f"{arch}: {1e3 * wall:.0f} ms per step; " + ", ".join(
+      f"{p} {100 * row['parts_share'][p]:.0f}%" for p in PARTS), flush=True)
+  return row
+
+
+def table(rows: list[dict]) -> str:
+  lines = ["| model | batch | ms / step | " + " | ".join(PARTS) + " |",
+           "|---|---:|---:|" + "---:|" * len(PARTS)]
+  for r in rows:
+    lines.append(f"| {r['arch']} | {r['batch_size']} | {1e3 * r['wall_s_per_step']:.0f} | " +
+                 " | ".join(f"{100 * r['parts_share'][p]:.0f}%" for p in PARTS) + " |")
+  return "\n".join(lines)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  sizes = dict(item.partition("=")[::2] for item in train_step._BATCH.value)
+  rows = [profile(arch, int(sizes.get(arch, 16)), _PROFILE_STEPS.value,
+                  train_step._CPU_KERNELS.value) for arch in _MODELS.value]
+  out = dict(command=" ".join(["python benchmarks/step_profile.py", *sys.argv[1:]]),
+             jax=jax.__version__, cpu_kernels=train_step._CPU_KERNELS.value, models=rows)
+  base = train_step.RESULTS / _PROFILE_OUT.value
+  base.parent.mkdir(parents=True, exist_ok=True)
+  base.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+  base.with_suffix(".md").write_text(
+      f"Share of each training step's XLA thunk time by part of the model (`{out['command']}`, "
+      f"jax {jax.__version__}, cpu_kernels={out['cpu_kernels']}).\n\n" + table(rows) + "\n")
+  print(table(rows))
+
+
+if __name__ == "__main__":
+  app.run(main)
