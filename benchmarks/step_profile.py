@@ -54,24 +54,25 @@ _RULES = (  # (part, pattern on "op_name source_file"), first match wins.
     ("optimiser", re.compile(r"optax|clip_by_global_norm|apply_updates|make_optimizer")),
     ("GRU", re.compile(r"GRU|gru|/while/|scan")),
     ("BatchNorm", re.compile(r"BatchNorm|_bn\b|normali[sz]e|batch_stats")),
-    ("pooling", re.compile(r"pool|window_pool|select_and_scatter|reduce_window")),
+    ("pooling", re.compile(r"pool|select.and.scatter|reduce.window")),
     ("convolutions", re.compile(r"Conv|conv|depthwise|pointwise|im2col|shortcut")),
     ("heads and loss", re.compile(r"frame_head|attention|clip_logits|losses\.py|loss")),
 )
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?metadata=\{([^}]*)\}")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=(.*)$")
 
 
 def instruction_parts(hlo_text: str) -> dict[str, str]:
-  """HLO instruction name → part, from each instruction's op_name and source_file."""
+  """HLO instruction name → part, from each instruction's op_name and source_file, and its
+  own name (XLA's wrapper instructions carry no op_name: `wrapped_reduce-window` is a pool)."""
   out = {}
   for line in hlo_text.splitlines():
     m = _INSTRUCTION.match(line)
     if not m:
       continue
-    meta = m.group(2)
+    meta = m.group(2)  # The instruction's text; its metadata={...}, when it has one.
     op = re.search(r'op_name="([^"]*)"', meta)
     src = re.search(r'source_file="([^"]*)"', meta)
-    key = f"{op.group(1) if op else ''} {src.group(1) if src else ''}"
+    key = f"{op.group(1) if op else ''} {src.group(1) if src else ''} {m.group(1)}"
     out[m.group(1)] = next((part for part, rx in _RULES if rx.search(key)), "other")
   return out
 
