@@ -19,7 +19,9 @@ module names included) and its `source_file`:
 - other: what no rule claims (copies and concatenations between parts, the input layout).
 
 Thunks of XLA's CPU runtime may run two at a time on two cores, so the shares are of the summed
-thunk time, and the table also gives the step's wall time. Writes
+thunk time; the table also gives the step's wall time under the tracer, which records every
+thunk and so runs the step about twice as slow as `train_step.py` measures it: read the
+shares, not the times. Writes
 benchmarks/results/<--out>.json and .md.
 """
 
@@ -117,7 +119,7 @@ def profile(arch: str, batch_size: int, steps: int, cpu_kernels: str) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-  lines = ["| model | batch | ms / step | " + " | ".join(PARTS) + " |",
+  lines = ["| model | batch | ms / step, traced | " + " | ".join(PARTS) + " |",
            "|---|---:|---:|" + "---:|" * len(PARTS)]
   for r in rows:
     lines.append(f"| {r['arch']} | {r['batch_size']} | {1e3 * r['wall_s_per_step']:.0f} | " +
