@@ -167,12 +167,12 @@ class FolderWriter:
 # Reading and checking.
 
 
-def _columns(path, header: list[str], first: Sequence[str], classes: Sequence[str]
-             ) -> list[int]:
+def _columns(path, header: list[str], first: Sequence[str], classes: Sequence[str],
+             line: int | None = 1) -> list[int]:
   """Indices of `classes` in `header` (after the `first` columns), or an error naming the
-  classes that are missing, extra or misspelt."""
+  classes that are missing, extra or misspelt (at `line`, the header's)."""
   if header[:len(first)] != list(first):
-    raise _error(path, 1, f"the header starts with {header[:len(first)]}, not "
+    raise _error(path, line, f"the header starts with {header[:len(first)]}, not "
                  f"{list(first)}", f"The first columns are {', '.join(first)}, then one per "
                  "class.")
   names = header[len(first):]
@@ -187,7 +187,7 @@ def _columns(path, header: list[str], first: Sequence[str], classes: Sequence[st
                    (f" (misspelt {close[0]!r}?)" if close else ""))
     parts += [f"class {c!r} is missing" for c in missing]
     parts += [f"class {c!r} appears twice" for c in duplicated]
-    raise _error(path, 1, "; ".join(parts),
+    raise _error(path, line, "; ".join(parts),
                  f"Give one column per class of the dataset: {', '.join(classes)}.")
   return [names.index(c) + len(first) for c in classes]
 
@@ -298,7 +298,7 @@ def read_npz(path: os.PathLike | str, classes: Sequence[str]) -> dict[str, ClipS
                                                        if missing else ""), fix)
   names = [str(c) for c in data["classes"]]
   idx = [i - 2 for i in _columns(f"{path} [classes]", ["onset", "offset"] + names,
-                                 ("onset", "offset"), classes)]
+                                 ("onset", "offset"), classes, line=None)]
   ids = [file_stem(str(a)) for a in data["audio_id"]]
   lengths = np.asarray(data["lengths"], np.int64)
   hop = float(data["hop_s"])

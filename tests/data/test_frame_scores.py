@@ -144,7 +144,7 @@ def test_npz_logits_come_back_exactly(tmp_path):
 
 @pytest.mark.parametrize("overrides, match", [
     (dict(classes=np.asarray(["dog", "siren", "horn"])),
-     r"test\.npz \[classes\]:1: 'horn' is not a class"),
+     r"test\.npz \[classes\]: 'horn' is not a class"),
     (dict(lengths=np.asarray([4, 3])), r"test\.npz: 2 audio ids, lengths of shape \(2,\) summing"
      r" to 7"),
     (dict(frame_logits=None, frame_probs=np.full((6, 3), 1.2)),
