@@ -7,8 +7,8 @@ and of the CPU configs, batch 16), times the forward pass and both gradients, ji
 - native: `lax.conv_general_dilated` (XLA's own convolution);
 - im2col: the patches [B, T, F, 9 C_in] times the kernel as one matmul, with the CPU path's
   custom gradient (`cpu_kernels._im2col_conv`).
-Prints a table and which path `cpu_kernels._cpu_conv` takes for the shape (its rule:
-`IM2COL_MAX_DEPTH`, `IM2COL_MIN_OUT`), and writes benchmarks/results/conv_paths.json. The last
+Prints a table and which path `cpu_kernels._cpu_conv` takes for the shape
+(`cpu_kernels.uses_im2col`), and writes benchmarks/results/conv_paths.json. The last
 line, `result: conv_paths_chosen_over_native <x> x`, is the geometric mean over the shapes of
 native time / the chosen path's time (> 1: the rule pays).
 """
@@ -64,8 +64,7 @@ def main(argv) -> None:
     k = jnp.asarray(0.1 * rng.standard_normal((3, 3, cin, cout), dtype=np.float32))
     flops = 3 * 2 * b * t * f * 9 * cin * cout  # Forward, and two gradients of its size.
     times = {name: _best_time(fn, x, k, repeats=_REPEATS.value) for name, fn in paths.items()}
-    chosen = ("im2col" if 9 * cin <= cpu_kernels.IM2COL_MAX_DEPTH or
-              cout >= cpu_kernels.IM2COL_MIN_OUT else "native")
+    chosen = "im2col" if cpu_kernels.uses_im2col((3, 3, cin, cout)) else "native"
     rows.append(dict(shape=[b, t, f, cin, cout], seconds=times, chosen=chosen,
                      gflops={n: flops / s / 1e9 for n, s in times.items()}))
     print(f"{b}x{t}x{f}, {cin:>3} -> {cout:>3}: " + ", ".join(

@@ -94,8 +94,8 @@ def main(argv):
     events_by_file[path.name] = detector.events(probs, threshold, median)
     if _SCORES.value:
       # sed_scores_eval's format (data/frame_scores.py): the float32 values exactly.
-      frame_scores.write_tsv(Path(_SCORES.value) / f"{path.stem}.tsv", probs, detector.classes,
-                             detector.frame_seconds)
+      with io_utils.atomic_write(Path(_SCORES.value) / f"{path.stem}.tsv") as f:
+        f.write(frame_scores.tsv_text(probs, detector.classes, detector.frame_seconds))
     if _PLOTS.value:
       report.plot_event_roll(path.name, None, {name: probs}, detector.classes,
                              detector.frame_seconds, Path(_PLOTS.value) / f"{path.stem}.png",

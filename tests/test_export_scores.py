@@ -130,6 +130,22 @@ def test_external_and_built_in_teachers_share_one_cache(setup):
   assert metrics == own
 
 
+def test_without_clip_scores_the_frames_are_pooled_by_linear_softmax(setup, tmp_path):
+  """A teacher that gives frame scores only: its clip target is the models' own linear-softmax
+  pooling of its cached frames."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from sed_jax.models import crnn  # pylint: disable=g-import-not-at-top
+  config, root, _ = setup
+  shutil.copytree(root / "scores_tsv", tmp_path / "frames_only")
+  shutil.rmtree(tmp_path / "frames_only" / frame_scores.CLIP_FOLDER)
+  cache = _external(config, tmp_path / "frames_only", "frames_only")
+  ex = cache.as_data_source("test")[0]
+  want = crnn.clip_logits_from_frames(jnp.asarray(ex["teacher_logits"], jnp.float32),
+                                      "linear_softmax")
+  np.testing.assert_allclose(ex["teacher_clip_logits"].astype(np.float32), want,
+                             rtol=2e-3, atol=2e-3)
+
+
 def _broken_copy(root, tmp_path, edit):
   folder = tmp_path / "scores"
   shutil.copytree(root / "scores_tsv", folder)

@@ -6,7 +6,7 @@ Two formats, either per split (docs/distillation.md, "Teachers from anywhere"):
   without its audio extension: `train_000001.tsv` for `train_000001.wav`). A header `onset`,
   `offset`, one column per class (any order), then one row per frame holding probabilities;
   rows tile the clip (the first onset 0, each onset the previous offset, within `GRID_TOL`).
-  `sed_scores_eval.base_modules.io.read_sed_scores` reads these files, and `write_tsv` writes
+  `sed_scores_eval.base_modules.io.read_sed_scores` reads these files, and `tsv_text` writes
   them. Optional clip-level probabilities: `<folder>/clip_scores/<split>.tsv`, columns
   `audio_id` then one per class.
 - **Compact `.npz`**, one file per split: `<folder>/<split>.npz` with `audio_id` [N] (str),
@@ -19,7 +19,8 @@ Every malformed file is refused with a `ScoresError` naming the file (and line o
 fix, before anything is cached: a missing file, a class missing, extra or misspelt, a score that
 is not a finite probability, rows that do not tile the clip, scores that end before the clip.
 
-Scores on another time grid are put on the student's output frames by `resample`.
+Scores on another time grid are put on the student's output frames by `resample`. Without
+clip scores, the cache pools the frames by linear softmax (`kd/teacher_cache.external_logits`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sed_jax import io_utils
 from sed_jax.data import audio as audio_lib
 
 # Frame boundaries closer than this (s) are the same boundary: TSVs round times (ours to the
@@ -74,31 +74,28 @@ class ClipScores:
 # Writing.
 
 
-def write_tsv(path: os.PathLike | str, probs: np.ndarray, classes: Sequence[str],
-              hop: float) -> None:
-  """One clip's frame probabilities [T, C] in sed_scores_eval's format (atomically).
+def _digits(probs: np.ndarray) -> int:
+  """Significant digits that give `probs` back exactly: 9 for float32, 17 for float64."""
+  return 9 if probs.dtype == np.float32 else 17
 
-  Probabilities keep all the digits of their dtype (9 significant for float32, 17 for
-  float64), so what is read back is the very value written; times keep 6 decimals.
-  """
-  digits = 9 if probs.dtype == np.float32 else 17
+
+def tsv_text(probs: np.ndarray, classes: Sequence[str], hop: float) -> str:
+  """One clip's frame probabilities [T, C] in sed_scores_eval's format: onset, offset (6
+  decimals), one column per class with all the digits of the probabilities' dtype, so what is
+  read back is the very value written."""
   lines = ["onset\toffset\t" + "\t".join(classes)]
   for j, row in enumerate(probs):
     lines.append(f"{j * hop:.6f}\t{(j + 1) * hop:.6f}\t" +
-                 "\t".join(f"{p:.{digits}g}" for p in row))
-  with io_utils.atomic_write(path) as f:
-    f.write("\n".join(lines) + "\n")
+                 "\t".join(f"{p:.{_digits(probs)}g}" for p in row))
+  return "\n".join(lines) + "\n"
 
 
-def write_clip_tsv(path: os.PathLike | str, audio_ids: Sequence[str], probs: np.ndarray,
-                   classes: Sequence[str]) -> None:
+def clip_tsv_text(audio_ids: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> str:
   """Clip-level probabilities [N, C] of a split: `audio_id`, then one column per class."""
-  digits = 9 if probs.dtype == np.float32 else 17
   lines = ["audio_id\t" + "\t".join(classes)]
-  lines += [f"{file_stem(a)}\t" + "\t".join(f"{p:.{digits}g}" for p in row)
+  lines += [f"{file_stem(a)}\t" + "\t".join(f"{p:.{_digits(probs)}g}" for p in row)
             for a, row in zip(audio_ids, probs)]
-  with io_utils.atomic_write(path) as f:
-    f.write("\n".join(lines) + "\n")
+  return "\n".join(lines) + "\n"
 
 
 class FolderWriter:
@@ -125,7 +122,7 @@ class FolderWriter:
     self.info: dict = {}
 
   def __enter__(self) -> FolderWriter:
-    # A killed writer's leftovers (one writer per folder, as for io_utils.atomic_write).
+    # A killed writer's leftovers (one writer per folder).
     for leftover in self.out.parent.glob(f".{self.out.name}.partial-*"):
       shutil.rmtree(leftover, ignore_errors=True)
     self.tmp.mkdir(parents=True)
@@ -137,23 +134,27 @@ class FolderWriter:
     [N, C], in `audio_ids` order."""
     stems = [file_stem(a) for a in audio_ids]
     if self.fmt == "npz":
-      with io_utils.atomic_write(self.tmp / f"{name}.npz", "wb") as f:
+      with open(self.tmp / f"{name}.npz", "wb") as f:
         np.savez(f, audio_id=np.asarray(stems), classes=np.asarray(self.classes),
                  hop_s=np.float64(self.hop),
                  lengths=np.asarray([len(x) for x in frame_logits], np.int64),
                  frame_logits=np.concatenate(frame_logits).astype(np.float32),
                  clip_logits=np.asarray(clip_logits, np.float32))
       return
+    # Plain writes: the whole folder is already written aside and moved into place at the end.
+    (self.tmp / name).mkdir()
     for stem, logits in zip(stems, frame_logits):
-      write_tsv(self.tmp / name / f"{stem}.tsv", logits_to_probs(logits), self.classes, self.hop)
-    write_clip_tsv(self.tmp / CLIP_FOLDER / f"{name}.tsv", stems, logits_to_probs(clip_logits),
-                   self.classes)
+      (self.tmp / name / f"{stem}.tsv").write_text(
+          tsv_text(logits_to_probs(logits), self.classes, self.hop))
+    (self.tmp / CLIP_FOLDER).mkdir(exist_ok=True)
+    (self.tmp / CLIP_FOLDER / f"{name}.tsv").write_text(
+        clip_tsv_text(stems, logits_to_probs(clip_logits), self.classes))
 
   def __exit__(self, exc_type, exc, tb) -> None:
     if exc_type is not None:
       shutil.rmtree(self.tmp, ignore_errors=True)
       return
-    with io_utils.atomic_write(self.tmp / "source.json") as f:
+    with open(self.tmp / "source.json", "w") as f:
       json.dump(dict(self.info, classes=self.classes, frame_seconds=self.hop, format=self.fmt),
                 f, indent=2)
     old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
@@ -446,14 +447,3 @@ def resample(onsets: np.ndarray, offsets: np.ndarray, values: np.ndarray, kind: 
   out = np.einsum("nw,nwc->nc", overlap, probs[rows]) / np.where(total > 0, total, 1.0)
   out[total[:, 0] <= 0] = probs[-1]  # Past the last source frame: hold it.
   return probs_to_logits(out)
-
-
-def clip_logits(frame_logits: np.ndarray, clip: np.ndarray | None, kind: str) -> np.ndarray:
-  """A clip's logits [C]: the teacher's own clip scores when it gave them, else its frame
-  probabilities pooled by linear softmax (Σp²/Σp: frames weigh themselves by their own
-  probability, as `models.crnn.clip_logits_from_frames` "linear_softmax")."""
-  if clip is not None:
-    return np.asarray(clip, np.float64) if kind == "logits" else probs_to_logits(clip)
-  p = logits_to_probs(frame_logits)
-  total = p.sum(0)
-  return probs_to_logits(np.where(total > 0, (p * p).sum(0) / np.where(total > 0, total, 1), 0))

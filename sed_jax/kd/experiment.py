@@ -95,11 +95,6 @@ def train_teachers(config, workdir: epath.Path
   return teachers
 
 
-def built_in(teachers) -> list[teacher_cache.Teacher]:
-  """The teachers trained here (not external): those with a run folder, a config and costs."""
-  return [t for t in teachers if isinstance(t, teacher_cache.Teacher)]
-
-
 def teacher_metrics(config, teachers, cache, classes) -> list[dict[str, Any]]:
   """Each teacher's test metrics: its run's test_metrics.json, or for an external teacher its
   cached scores on the cache's test split, scored like every model."""
@@ -582,7 +577,8 @@ def _run(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict[str, An
   if jax.process_index() == 0:
     with io_utils.atomic_write(workdir / "results.json") as f:
       json.dump(results, f, indent=2)
-    runs = {t.name: epath.Path(t.workdir) for t in built_in(teachers)}
+    runs = {t.name: epath.Path(t.workdir) for t in teachers  # External ones have no run.
+            if isinstance(t, teacher_cache.Teacher)}
     runs |= {f"student_{s['run']}": workdir / "students" / s["run"] for s in students}
     write_report(config, workdir, results, runs, test, ensemble_probs, meta, classes)
   return results

@@ -48,6 +48,7 @@ from sed_jax.data import pipeline
 from sed_jax.data.builders import base
 from sed_jax.data.builders import object_storage
 from sed_jax.evaluation import frame_scoring
+from sed_jax.models import crnn
 
 LOGIT_LIMIT = 30.0  # float16 holds it exactly; σ(30) = 1 − 1e-13.
 
@@ -140,9 +141,12 @@ class TeacherCache(base.BuildOnce, tfds.core.GeneratorBasedBuilder, skip_registr
         [t for t in self._teachers if not t["external"]], p["batch_size"])
     # Every clip of every split has its external scores, checked before any inference.
     classes = list(self.builder_config.classes)
-    self._scores = {split: {t["name"]: frame_scores.SplitScores(
-        t["workdir"], split, classes, audio_ids(self._base.as_data_source(split)))
-        for t in self._teachers if t["external"]} for split in p["splits"]}
+    external = [t for t in self._teachers if t["external"]]
+    self._scores = {}
+    for split in p["splits"]:
+      ids = audio_ids(self._base.as_data_source(split)) if external else []
+      self._scores[split] = {t["name"]: frame_scores.SplitScores(t["workdir"], split, classes,
+                                                                 ids) for t in external}
     self.info.metadata["teachers"] = [
         dict(name=t["name"], arch=t["arch"], step=t["step"], hash=t["hash"],
              params=None if t["external"] else
@@ -230,10 +234,14 @@ def external_logits(scores: frame_scores.SplitScores, ex: dict[str, Any], hop: f
   round trip through files caches the very float16 values of the built-in teacher.
   """
   clip = scores.clip(ex["audio_id"], float(ex["duration"]), hop)
-  frame = frame_scores.resample(clip.onsets, clip.offsets, clip.values, clip.kind, hop, t_out)
-  pooled = frame_scores.clip_logits(frame, clip.clip, clip.kind)
   as32 = lambda x: np.clip(x, -LOGIT_LIMIT, LOGIT_LIMIT).astype(np.float32)
-  return as32(frame), as32(pooled)
+  frame = as32(frame_scores.resample(clip.onsets, clip.offsets, clip.values, clip.kind, hop,
+                                     t_out))
+  if clip.clip is not None:
+    return frame, as32(clip.clip if clip.kind == "logits" else
+                       frame_scores.probs_to_logits(clip.clip))
+  # No clip scores: the frames pooled by linear softmax (Σp²/Σp), the models' own pooling.
+  return frame, as32(np.asarray(crnn.clip_logits_from_frames(frame[None], "linear_softmax"))[0])
 
 
 def batched_logits(infer, batch_size: int, source, data_cfg, feature_cfg):

@@ -167,6 +167,12 @@ IM2COL_MAX_DEPTH = 9
 IM2COL_MIN_OUT = 32
 
 
+def uses_im2col(kernel_shape) -> bool:
+  """Whether the CPU path computes a dense conv of HWIO `kernel_shape` from patches."""
+  kh, kw, cin, cout = kernel_shape
+  return kh * kw * cin <= IM2COL_MAX_DEPTH or cout >= IM2COL_MIN_OUT
+
+
 def _cpu_conv(x: Array, kernel: Array, feature_group_count: int) -> Array:
   """The CPU path of a stride-1 'SAME' NHWC convolution: 1x1 convs are matmuls, depthwise
   convs shifted sums, dense convs of few input channels or many output channels im2col
@@ -177,8 +183,7 @@ def _cpu_conv(x: Array, kernel: Array, feature_group_count: int) -> Array:
     return pointwise_conv(x, kernel[0, 0])
   if feature_group_count == x.shape[-1] == cout and cin == 1:
     return depthwise_conv(x, kernel[:, :, 0, :])
-  if feature_group_count == 1 and (kh * kw * cin <= IM2COL_MAX_DEPTH or
-                                   cout >= IM2COL_MIN_OUT):
+  if feature_group_count == 1 and uses_im2col(kernel.shape):
     return _im2col_conv(x, kernel)
   return _native_conv(x, kernel, feature_group_count)
 
