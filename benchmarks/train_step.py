@@ -14,6 +14,7 @@ then the `student` at batch 64, the student config's batch size), on the CPU:
   `--cpu_kernels=off` builds the models with stock XLA ops (what a GPU or TPU user runs);
 - PyTorch: the twin of the same model (`benchmarks/torch_crnn.py`: same layers, same parameter
   count, checked here) with AdamW, the same clipping, schedule and masked BCE.
+Each model is measured in a fresh child process (`--one_process` measures all in this one).
 Both sides use `--threads` threads (default: every core; `torch.set_num_threads`, and XLA's CPU
 client runs one intra-op thread per core it may use, so pin a 1-thread run with `taskset`).
 After `--warmup` steps each, the two sides alternate `--repeats` times (which side goes first
@@ -39,7 +40,9 @@ import functools
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,6 +71,11 @@ _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed repetitions per side (alter
 _STEPS = flags.DEFINE_integer("steps", 2, "Train steps per timed repetition.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per side before timing.")
 _THREADS = flags.DEFINE_integer("threads", 0, "PyTorch intra-op threads; 0 = os.cpu_count().")
+_ONE_PROCESS = flags.DEFINE_bool("one_process", False,
+                                 "Measure every model in this process (default: each model in "
+                                 "a fresh child process).")
+_PEAK = flags.DEFINE_float("peak_gflops", 0.0, "Internal: the parent's matmul peak (a child).")
+_ROW_OUT = flags.DEFINE_string("row_out", "", "Internal: where a child writes its row.")
 
 RESULTS = Path(__file__).parent / "results"
 NUM_CLASSES, FRAMES, MELS, TOTAL_STEPS = 10, 500, 64, 3000
@@ -199,6 +207,18 @@ def measure(arch: str, batch_size: int, peak_gflops: float) -> dict:
   return row
 
 
+def in_child(arch: str, peak_gflops: float) -> dict:
+  """`measure(arch)` in a fresh process with this run's flags. Why: what ran before in the
+  process changes the next model's speed (PyTorch's student measured 50% faster after the
+  teachers than alone; allocator and thread-pool state), so each model starts from scratch."""
+  with tempfile.TemporaryDirectory() as tmp:
+    row_path = Path(tmp) / "row.json"
+    forwarded = [a for a in sys.argv[1:] if not a.startswith(("--models", "--out"))]
+    subprocess.run([sys.executable, __file__, *forwarded, f"--models={arch}",
+                    f"--peak_gflops={peak_gflops}", f"--row_out={row_path}"], check=True)
+    return json.loads(row_path.read_text())
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -208,10 +228,17 @@ def main(argv) -> None:
   for item in _BATCH.value:
     arch, _, size = item.partition("=")
     batch_sizes[arch] = int(size)
+  if _ROW_OUT.value:  # A child: one model, the parent's peak.
+    row = measure(_MODELS.value[0], batch_sizes.get(_MODELS.value[0], 16), _PEAK.value)
+    Path(_ROW_OUT.value).write_text(json.dumps(row))
+    return
   peak = matmul_peak()
   print(f"matmul peak: {peak['gflops']:.1f} GFLOP/s fp32 ({peak['best']}) at {threads} "
         "thread(s)", flush=True)
-  rows = [measure(arch, batch_sizes.get(arch, 16), peak["gflops"]) for arch in _MODELS.value]
+  if _ONE_PROCESS.value:
+    rows = [measure(arch, batch_sizes.get(arch, 16), peak["gflops"]) for arch in _MODELS.value]
+  else:
+    rows = [in_child(arch, peak["gflops"]) for arch in _MODELS.value]
   out = dict(
       command=" ".join(["python benchmarks/train_step.py", *sys.argv[1:]]),
       machine=dict(platform=platform.platform(), python=platform.python_version(),
@@ -220,7 +247,7 @@ def main(argv) -> None:
                    jax_devices=[str(d) for d in jax.devices()], torch_threads=threads,
                    jax_threads="XLA CPU client default: one intra-op thread per usable core",
                    xla_flags=os.environ.get("XLA_FLAGS", "")),
-      cpu_kernels=_CPU_KERNELS.value, matmul_peak=peak,
+      cpu_kernels=_CPU_KERNELS.value, matmul_peak=peak, one_process=_ONE_PROCESS.value,
       repeats=_REPEATS.value, steps_per_repeat=_STEPS.value, warmup_steps=_WARMUP.value,
       models=rows)
   path = RESULTS / f"{_OUT.value}.json"

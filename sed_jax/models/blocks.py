@@ -352,7 +352,7 @@ class InceptionBlock(nn.Module):
     b1 = cbr(x, self.features - 3 * w, 1)
     b3 = cbr(cbr(x, reduce, 1), w, 3)
     b5 = cbr(cbr(x, reduce, 1), w, 5)
-    bp = cbr(nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME"), w, 1)
+    bp = cbr(kernels.same_max_pool(x, 3, self.cpu_kernels), w, 1)
     return jnp.concatenate([b1, b3, b5, bp], axis=-1)
 
 

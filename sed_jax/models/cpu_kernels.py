@@ -1,7 +1,7 @@
 """XLA:CPU fast paths of the convolutions, pooling and BatchNorm arithmetic that the CRNN blocks
 use: pure functions with the same parameters, values and gradients (to float32 rounding) as
-`lax.conv_general_dilated` / `nn.Conv`, `nn.max_pool` / `nn.avg_pool` and autodiff through
-BatchNorm's normalisation.
+`lax.conv_general_dilated` / `nn.Conv`, `nn.max_pool` / `nn.avg_pool` (non-overlapping, and
+the inception block's stride-1 'SAME' pool) and autodiff through BatchNorm's normalisation.
 
 Why they exist: on CPU, XLA lowers the convolutions of these front-ends to generic kernels that
 are slow for their shapes (few channels, many positions): a train step of the student spent most
@@ -9,7 +9,9 @@ of its time in 1x1 and depthwise convolutions and in their weight gradients, and
 max pooling (select-and-scatter) went through a scatter with materialised indices. The
 functions below compute the same quantities from matmuls, elementwise fusions and plain
 reductions instead. They are staged out with `lax.platform_dependent`, so GPUs and TPUs keep
-XLA's native convolutions (cuDNN, the TPU convolution units).
+XLA's native convolutions (cuDNN, the TPU convolution units). Which dense convolutions are
+rewritten depends on one process-wide XLA:CPU flag (`sed_jax.xla_cpu_flags`), read when a
+function is traced.
 
 The switch (`model.cpu_kernels`, a `mode` argument here, a `cpu_kernels` attribute on the
 modules of `blocks` and `crnn`; never global state):
@@ -33,6 +35,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from sed_jax import xla_cpu_flags
 
 Array = jax.Array
 
@@ -129,17 +133,15 @@ def _pointwise_fwd(x, kernel):
 
 
 def _pointwise_bwd(res, g):
-  """dx is a matmul; the kernel gradient sum_n x[n, c] g[n, o] is a [C, O] result from a
-  reduction over millions of positions, which XLA:CPU runs faster as one fused
-  multiply-reduce than as a dot with a huge contracting dimension. The optimization barrier
-  stops XLA from fusing the producers of x and g (the forward recomputation, the BatchNorm
-  gradient) into that reduction, which would recompute them for every one of the C * O
-  outputs."""
+  """dx and the kernel gradient are both matmuls; the kernel gradient contracts over every
+  position ([B*T*F, C]^T x [B*T*F, O]), which jaxlib 0.10's XLA:CPU runs faster as a dot than
+  as the fused multiply-reduce this used to be (benchmarks/results/conv_paths.json), with or
+  without the flag of `sed_jax.xla_cpu_flags`."""
   x, kernel = res
   c, o = kernel.shape
   dx = jnp.einsum("btfo,co->btfc", g, kernel)
-  x, g = jax.lax.optimization_barrier((x, g))
-  dk = jnp.sum(x.reshape(-1, c, 1) * g.reshape(-1, 1, o), axis=0)
+  dk = jnp.einsum("nc,no->co", x.reshape(-1, c), g.reshape(-1, o),
+                  preferred_element_type=jnp.float32)
   return dx, dk.astype(kernel.dtype)
 
 
@@ -158,7 +160,8 @@ def _im2col_conv(x: Array, kernel: Array) -> Array:
   return pointwise_conv(patches, kernel.reshape(kh * kw * c, o))
 
 
-# Which dense convolutions the CPU path turns into patches: those of few input channels (the
+# Without the flag of `sed_jax.xla_cpu_flags`: which dense convolutions the CPU path turns
+# into patches: those of few input channels (the
 # first conv sees one; kh * kw * C_in up to IM2COL_MAX_DEPTH) and those of at least
 # IM2COL_MIN_OUT output channels, where the patches' matmul (fast on XLA:CPU) beats XLA's own
 # convolution, forward and gradients, at every shape measured; XLA's convolution stays faster
@@ -175,14 +178,17 @@ def uses_im2col(kernel_shape) -> bool:
 
 def _cpu_conv(x: Array, kernel: Array, feature_group_count: int) -> Array:
   """The CPU path of a stride-1 'SAME' NHWC convolution: 1x1 convs are matmuls, depthwise
-  convs shifted sums, dense convs of few input channels or many output channels im2col
-  matmuls; the rest (few output channels, where XLA's convolution is the fast one) stay
-  native."""
+  convs shifted sums. Dense convs are XLA's own under the flag of `sed_jax.xla_cpu_flags`
+  (set by default: then XLA's convolution is the fastest path for every dense shape we
+  have); without it, those of few input channels or many output channels are im2col matmuls
+  and the rest (few output channels) stay native."""
   kh, kw, cin, cout = kernel.shape
-  if feature_group_count == 1 and kh == kw == 1:
-    return pointwise_conv(x, kernel[0, 0])
   if feature_group_count == x.shape[-1] == cout and cin == 1:
     return depthwise_conv(x, kernel[:, :, 0, :])
+  if feature_group_count == 1 and kh == kw == 1:
+    return pointwise_conv(x, kernel[0, 0])
+  if xla_cpu_flags.fusions_set():
+    return _native_conv(x, kernel, feature_group_count)
   if feature_group_count == 1 and uses_im2col(kernel.shape):
     return _im2col_conv(x, kernel)
   return _native_conv(x, kernel, feature_group_count)
@@ -310,6 +316,74 @@ def window_pool(x: Array, window: tuple[int, int], kind: str = "max",
   if check_mode(mode) == "off":
     return native(x)
   return jax.lax.platform_dependent(x, cpu=fast, default=native)
+
+
+def _shifted_windows(x: Array, size: int, fill: float) -> list[Array]:
+  """The size * size shifted views of x [B, T, F, C] padded 'SAME' with `fill`, row-major over
+  the window (view k is the window element k of every output position)."""
+  lo, hi = _same_pads(size)
+  t, f = x.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)), constant_values=fill)
+  return [xp[:, i:i + t, j:j + f, :] for i in range(size) for j in range(size)]
+
+
+def _same_max_and_argmax(x: Array, size: int) -> tuple[Array, Array]:
+  """Stride-1 'SAME' window maxima and each window's first maximum (row-major), by a fold over
+  the shifted views: one elementwise fusion, no reduce-window."""
+  views = _shifted_windows(x, size, -jnp.inf)
+  best, index = views[0], jnp.zeros(x.shape, jnp.int8)
+  for k, value in enumerate(views[1:], start=1):
+    index = jnp.where(value > best, jnp.asarray(k, jnp.int8), index)  # Strict: first wins.
+    best = jnp.maximum(best, value)
+  return best, index
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _same_max_pool(x: Array, size: int) -> Array:
+  """Stride-1 'SAME' size x size max pooling (the inception block's pool branch). Why a custom
+  gradient: as for `_max_pool`, XLA:CPU's select-and-scatter over overlapping windows is the
+  slow part of the step; here each output sends its gradient back through the same shifted
+  views, masked by the argmax kept from the forward pass."""
+  return _same_max_and_argmax(x, size)[0]
+
+
+def _same_max_pool_fwd(x, size):
+  """Keeps each window's argmax (one int8 per output), not the input."""
+  return _same_max_and_argmax(x, size)
+
+
+def _same_max_pool_bwd(size, index, g):
+  """dx at a position is the sum of the gradients of the windows whose first maximum it is:
+  window element k of output (t, f) is input (t + i - lo, f + j - lo), so each k adds its
+  masked gradient shifted back by its offset (a transposed shifted sum)."""
+  lo, hi = _same_pads(size)
+  t, f = g.shape[1:3]
+  # Output (t, f) reaches input (t', f') = (t + i - lo, f + j - lo); padding g by (hi, lo) puts
+  # output t' - i + lo at padded index t' + (lo + hi - i). Padded windows match no k.
+  pads = ((0, 0), (hi, lo), (hi, lo), (0, 0))
+  gp, ip = jnp.pad(g, pads), jnp.pad(index, pads, constant_values=-1)
+  dx = None
+  for k in range(size * size):
+    i, j = divmod(k, size)
+    ti, fj = lo + hi - i, lo + hi - j
+    term = jnp.where(ip[:, ti:ti + t, fj:fj + f] == k, gp[:, ti:ti + t, fj:fj + f],
+                     jnp.zeros((), g.dtype))
+    dx = term if dx is None else dx + term
+  return (dx,)
+
+
+_same_max_pool.defvjp(_same_max_pool_fwd, _same_max_pool_bwd)
+
+
+def same_max_pool(x: Array, size: int = 3, mode: str = "auto") -> Array:
+  """Stride-1 'SAME' size x size max pooling of [B, T, F, C]: `nn.max_pool(x, (size, size),
+  strides=(1, 1), padding="SAME")`, values and gradients (the whole gradient of a window to
+  its first maximum, as select-and-scatter sends it). Staged per platform like `window_pool`;
+  "off" is `nn.max_pool` everywhere."""
+  native = lambda x: nn.max_pool(x, (size, size), strides=(1, 1), padding="SAME")
+  if check_mode(mode) == "off":
+    return native(x)
+  return jax.lax.platform_dependent(x, cpu=lambda x: _same_max_pool(x, size), default=native)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ both modes' outputs and gradients, shared by the tests through a module-scoped f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import flax.linen as nn
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from sed_jax import config_lib
+from sed_jax import xla_cpu_flags
 from sed_jax import train
 from sed_jax.models import cpu_kernels as kernels
 from sed_jax.models import crnn
@@ -55,7 +57,14 @@ def _assert_close(got, want):
     ((3, 3, 3, 32), 1),  # many outputs (IM2COL_MIN_OUT): im2col
     ((5, 5, 2, 32), 1),  # a 5x5 window of many outputs (inception): im2col
 ])
-def test_conv_paths_match_lax_conv(kernel_shape, groups):
+@pytest.mark.parametrize("fusions_set", [True, False])
+def test_conv_paths_match_lax_conv(kernel_shape, groups, fusions_set, monkeypatch):
+  """Both rules of `_cpu_conv`: with the XLA flag of `xla_cpu_flags` (dense convs native), and
+  without it (the im2col rewrites); the rule is read when the function is traced."""
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                   if not f.startswith(xla_cpu_flags.FLAG))
+  monkeypatch.setenv("XLA_FLAGS", f"{flags} {xla_cpu_flags.FLAG}=" if fusions_set else flags)
+  assert xla_cpu_flags.fusions_set() == fusions_set
   x = jax.random.normal(jax.random.key(0), (2, 5, 4, kernel_shape[2] * groups))
   kernel = jax.random.normal(jax.random.key(1), kernel_shape)
   dn = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, _NHWC)
@@ -269,3 +278,15 @@ def test_the_config_key_reaches_the_model():
   with config.model.unlocked():
     del config.model["cpu_kernels"]
   assert train.model_from_config(config, C).cpu_kernels == "auto"
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_same_max_pool_matches_flax_pooling(size):
+  """Values and the gradient of every window to its first maximum, ties included (post-ReLU
+  inputs are full of zeros), as `nn.max_pool(..., strides=(1, 1), padding="SAME")`."""
+  x = jax.nn.relu(jax.random.normal(jax.random.key(3), (2, 7, 6, 3)))
+  x = x.at[0, 2:5, 1:4, 0].set(0.5)  # A plateau: every window over it ties.
+  want = _values_and_grads(
+      lambda x: nn.max_pool(x, (size, size), strides=(1, 1), padding="SAME"), x)
+  _assert_close(_values_and_grads(lambda x: kernels.same_max_pool(x, size), x), want)
+  _assert_close(_values_and_grads(lambda x: kernels.same_max_pool(x, size, "off"), x), want)

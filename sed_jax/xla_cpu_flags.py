@@ -1,0 +1,42 @@
+"""The one XLA:CPU flag sed_jax sets, and how the CPU kernels learn whether it is in effect.
+
+Why: with jaxlib's default YNNPACK library fusions, XLA:CPU runs dense convolutions through a
+slow generic path (15-60 GFLOP/s on the teachers' 3x3 shapes); with the fusion list set
+explicitly (sed_jax sets it empty, `--xla_cpu_experimental_ynn_fusion_type=`), the same
+`lax.conv_general_dilated` forward and gradients run at 60-140 GFLOP/s, faster than any
+rewrite of ours, and matmuls stay as fast (benchmarks/conv_paths.py,
+benchmarks/results/conv_paths.json). The flag is read once, when JAX starts its CPU client,
+so `sed_jax/__init__.py` sets it at import, before any computation; it only concerns the CPU
+backend (GPU and TPU compile as before).
+
+A user who sets the flag in XLA_FLAGS themselves keeps their value. If JAX's backends were
+already started when sed_jax was imported, the flag is not set (it could no longer take
+effect); `cpu_kernels` then keeps the rewrites that pay without it. Either way, numbers are
+the same: only which XLA:CPU kernels compute them changes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+VALUE = ""  # No YNNPACK library fusions: XLA's own CPU kernels and XNNPACK.
+
+
+def configure() -> None:
+  """Adds `FLAG=VALUE` to XLA_FLAGS unless XLA_FLAGS already names FLAG or JAX's backends
+  have started (the flag would be ignored, and `fusions_set` would misreport it)."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  if FLAG in flags:
+    return
+  jax_bridge = sys.modules.get("jax._src.xla_bridge")
+  if jax_bridge is not None and jax_bridge.backends_are_initialized():
+    return
+  os.environ["XLA_FLAGS"] = f"{flags} {FLAG}={VALUE}".strip()
+
+
+def fusions_set() -> bool:
+  """Whether XLA_FLAGS sets the YNNPACK fusion list (whatever its value): then XLA:CPU's own
+  convolutions are the fast path for dense convs (`cpu_kernels._cpu_conv`)."""
+  return FLAG + "=" in os.environ.get("XLA_FLAGS", "")
