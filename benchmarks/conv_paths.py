@@ -11,11 +11,17 @@ Prints a table and which path `cpu_kernels._cpu_conv` takes for the shape
 (`cpu_kernels.uses_im2col`), and writes benchmarks/results/conv_paths.json. The last
 line, `result: conv_paths_chosen_over_native <x> x`, is the geometric mean over the shapes of
 native time / the chosen path's time (> 1: the rule pays).
+
+Both paths are measured under this process's XLA flags: by default with the YNNPACK fusion
+list that `sed_jax` sets at import (`sed_jax/xla_cpu_flags.py`); `SED_JAX_XLA_DEFAULTS=1 python
+benchmarks/conv_paths.py` measures them under jaxlib's default instead. `results/conv_paths_b811730.json` is the run that set
+`IM2COL_MIN_OUT`, before that flag (and before the pointwise kernel gradient became a dot).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,13 +32,14 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from sed_jax import xla_cpu_flags
 from sed_jax.models import cpu_kernels
 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per path and shape (best kept).")
 
 RESULTS = Path(__file__).parent / "results" / "conv_paths.json"
 # (B, T, F, C_in, C_out): first stages at full resolution down to the narrow late stages.
-SHAPES = ((16, 500, 64, 8, 16), (16, 500, 64, 16, 16), (16, 500, 64, 16, 32),
+SHAPES = ((16, 500, 64, 1, 16), (16, 500, 64, 8, 16), (16, 500, 64, 16, 16), (16, 500, 64, 16, 32),
           (16, 250, 32, 16, 16), (16, 250, 32, 16, 64), (16, 250, 32, 32, 32),
           (16, 250, 32, 32, 64), (16, 250, 32, 64, 64), (16, 125, 16, 64, 128),
           (16, 125, 8, 128, 256), (16, 125, 16, 256, 256))
@@ -75,6 +82,7 @@ def main(argv) -> None:
   RESULTS.parent.mkdir(parents=True, exist_ok=True)
   RESULTS.write_text(json.dumps(dict(
       command=" ".join(["python benchmarks/conv_paths.py", *sys.argv[1:]]), jax=jax.__version__,
+      xla_flags=os.environ.get("XLA_FLAGS", ""), fusions_set=xla_cpu_flags.fusions_set(),
       im2col_max_depth=cpu_kernels.IM2COL_MAX_DEPTH, im2col_min_out=cpu_kernels.IM2COL_MIN_OUT,
       rows=rows, chosen_over_native=gain), indent=2) + "\n")
   print(f"result: conv_paths_chosen_over_native {gain:.2f} x")

@@ -9,7 +9,10 @@ benchmarks/results/conv_paths.json). The flag is read once, when JAX starts its 
 so `sed_jax/__init__.py` sets it at import, before any computation; it only concerns the CPU
 backend (GPU and TPU compile as before).
 
-A user who sets the flag in XLA_FLAGS themselves keeps their value. If JAX's backends were
+A user who sets the flag in XLA_FLAGS themselves keeps their value; `SED_JAX_XLA_DEFAULTS=1`
+leaves XLA_FLAGS alone (jaxlib's own default, to compare or to rule the flag out while chasing
+a bug; any explicit value of the flag, even its default list, behaves like ours, so this is
+the only way back to the default). If JAX's backends were
 already started when sed_jax was imported, the flag is not set (it could no longer take
 effect); `cpu_kernels` then keeps the rewrites that pay without it. Either way, numbers are
 the same: only which XLA:CPU kernels compute them changes.
@@ -22,13 +25,15 @@ import sys
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 VALUE = ""  # No YNNPACK library fusions: XLA's own CPU kernels and XNNPACK.
+KEEP_DEFAULTS_ENV = "SED_JAX_XLA_DEFAULTS"
 
 
 def configure() -> None:
-  """Adds `FLAG=VALUE` to XLA_FLAGS unless XLA_FLAGS already names FLAG or JAX's backends
-  have started (the flag would be ignored, and `fusions_set` would misreport it)."""
+  """Adds `FLAG=VALUE` to XLA_FLAGS unless XLA_FLAGS already names FLAG, KEEP_DEFAULTS_ENV is
+  set, or JAX's backends have started (the flag would be ignored, and `fusions_set` would
+  misreport it)."""
   flags = os.environ.get("XLA_FLAGS", "")
-  if FLAG in flags:
+  if FLAG in flags or os.environ.get(KEEP_DEFAULTS_ENV, "") not in ("", "0"):
     return
   jax_bridge = sys.modules.get("jax._src.xla_bridge")
   if jax_bridge is not None and jax_bridge.backends_are_initialized():

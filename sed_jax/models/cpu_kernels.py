@@ -160,35 +160,36 @@ def _im2col_conv(x: Array, kernel: Array) -> Array:
   return pointwise_conv(patches, kernel.reshape(kh * kw * c, o))
 
 
-# Without the flag of `sed_jax.xla_cpu_flags`: which dense convolutions the CPU path turns
-# into patches: those of few input channels (the
-# first conv sees one; kh * kw * C_in up to IM2COL_MAX_DEPTH) and those of at least
-# IM2COL_MIN_OUT output channels, where the patches' matmul (fast on XLA:CPU) beats XLA's own
-# convolution, forward and gradients, at every shape measured; XLA's convolution stays faster
-# for 16 or fewer output channels (benchmarks/conv_paths.py, results/conv_paths.json).
+# Which dense convolutions the CPU path turns into patches: those of few input channels (the
+# first conv sees one; kh * kw * C_in up to IM2COL_MAX_DEPTH), where the patches are small and
+# their matmul beats XLA's convolution either way; and, only without the flag of
+# `sed_jax.xla_cpu_flags`, those of at least IM2COL_MIN_OUT output channels, where XLA's
+# default convolution is the slower one (benchmarks/conv_paths.py, results/conv_paths.json).
 IM2COL_MAX_DEPTH = 9
 IM2COL_MIN_OUT = 32
 
 
 def uses_im2col(kernel_shape) -> bool:
-  """Whether the CPU path computes a dense conv of HWIO `kernel_shape` from patches."""
+  """Whether the CPU path computes a dense conv of HWIO `kernel_shape` from patches: always
+  for few input channels; for many output channels only without the flag of
+  `sed_jax.xla_cpu_flags`, under which XLA's own convolution is faster for those."""
   kh, kw, cin, cout = kernel_shape
-  return kh * kw * cin <= IM2COL_MAX_DEPTH or cout >= IM2COL_MIN_OUT
+  if kh * kw * cin <= IM2COL_MAX_DEPTH:
+    return True
+  return cout >= IM2COL_MIN_OUT and not xla_cpu_flags.fusions_set()
 
 
 def _cpu_conv(x: Array, kernel: Array, feature_group_count: int) -> Array:
   """The CPU path of a stride-1 'SAME' NHWC convolution: 1x1 convs are matmuls, depthwise
-  convs shifted sums. Dense convs are XLA's own under the flag of `sed_jax.xla_cpu_flags`
-  (set by default: then XLA's convolution is the fastest path for every dense shape we
-  have); without it, those of few input channels or many output channels are im2col matmuls
-  and the rest (few output channels) stay native."""
+  convs shifted sums, dense convs of few input channels (the stems) im2col matmuls. The other
+  dense convs are XLA's own under the flag of `sed_jax.xla_cpu_flags` (set by default: then
+  XLA's convolution is the fastest path for them); without it, those of many output channels
+  are im2col matmuls too (`uses_im2col`)."""
   kh, kw, cin, cout = kernel.shape
   if feature_group_count == x.shape[-1] == cout and cin == 1:
     return depthwise_conv(x, kernel[:, :, 0, :])
   if feature_group_count == 1 and kh == kw == 1:
     return pointwise_conv(x, kernel[0, 0])
-  if xla_cpu_flags.fusions_set():
-    return _native_conv(x, kernel, feature_group_count)
   if feature_group_count == 1 and uses_im2col(kernel.shape):
     return _im2col_conv(x, kernel)
   return _native_conv(x, kernel, feature_group_count)

@@ -54,8 +54,8 @@ def _assert_close(got, want):
     ((3, 3, 1, 4), 1),  # one input channel: im2col
     ((1, 3, 1, 2), 1),  # an uneven window, im2col
     ((3, 3, 2, 4), 1),  # too deep for im2col, few outputs: XLA's convolution
-    ((3, 3, 3, 32), 1),  # many outputs (IM2COL_MIN_OUT): im2col
-    ((5, 5, 2, 32), 1),  # a 5x5 window of many outputs (inception): im2col
+    ((3, 3, 3, 32), 1),  # many outputs: native with the flag, im2col without
+    ((5, 5, 2, 32), 1),  # a 5x5 window of many outputs (inception): the same
 ])
 @pytest.mark.parametrize("fusions_set", [True, False])
 def test_conv_paths_match_lax_conv(kernel_shape, groups, fusions_set, monkeypatch):
