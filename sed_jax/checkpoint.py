@@ -26,7 +26,15 @@ from sed_jax import io_utils
 
 
 class Checkpointer:
-  """The latest-N and best-1 checkpoints of one run."""
+  """The latest-N and best-1 checkpoints of one run.
+
+  One save at a time: each manager finishes its asynchronous save before the other starts
+  one. With several processes, every save ends in cross-process barriers run by the manager's
+  background threads; two managers' threads in flight at once reach their barriers in an order
+  that can differ between processes, and a 2-process run was seen to deadlock that way (one
+  process in the latest manager's commit barrier, the other in the best manager's finalize
+  barrier). Training still overlaps each save.
+  """
 
   def __init__(self, workdir: epath.PathLike, keep: int = 2, async_save: bool = True):
     workdir = io_utils.absolute(workdir)
@@ -52,12 +60,14 @@ class Checkpointer:
       args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     if config is not None:
       args["config"] = ocp.args.JsonSave(config_json(config))
+    self.best.wait_until_finished()  # One save at a time (why: the class docstring).
     self.latest.save(step, args=ocp.args.Composite(**args), force=force)
 
   def save_best(self, step: int, state: Any, score: float) -> bool:
     """Keeps `state` as the best one if `score` beats every earlier one; True if it did."""
     if self._best is not None and self._best >= score:
       return False
+    self.latest.wait_until_finished()  # One save at a time (why: the class docstring).
     self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
                    metrics={"score": float(score)}, force=True)
     self._best = float(score)
