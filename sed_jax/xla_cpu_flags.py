@@ -1,21 +1,22 @@
 """The one XLA:CPU flag sed_jax sets, and how the CPU kernels learn whether it is in effect.
 
-Why: with jaxlib's default YNNPACK library fusions, XLA:CPU runs dense convolutions through a
-slow generic path (15-60 GFLOP/s on the teachers' 3x3 shapes); with the fusion list set
-explicitly (sed_jax sets it empty, `--xla_cpu_experimental_ynn_fusion_type=`), the same
-`lax.conv_general_dilated` forward and gradients run at 60-140 GFLOP/s, faster than any
-rewrite of ours, and matmuls stay as fast (benchmarks/conv_paths.py,
-benchmarks/results/conv_paths.json). The flag is read once, when JAX starts its CPU client,
-so `sed_jax/__init__.py` sets it at import, before any computation; it only concerns the CPU
-backend (GPU and TPU compile as before).
+Why: with jaxlib 0.10.2's default YNNPACK library-fusion list, XLA:CPU runs dense
+convolutions through a slow path. With the list set explicitly (sed_jax sets it empty,
+`--xla_cpu_experimental_ynn_fusion_type=`; any value behaved alike, and YNNPACK still runs the
+dots: measured, not documented by XLA), the same `lax.conv_general_dilated`, forward and
+gradients, runs 2-3x faster on the teachers' 3x3 shapes, faster than our rewrites of it but for
+the stems (benchmarks/conv_paths.py; results/conv_paths.json against
+results/conv_paths_b811730.json, the default). The flag is read once, when JAX starts its CPU
+client, so `sed_jax/__init__.py` sets it at import, before any computation; it only concerns
+the CPU backend (GPU and TPU compile as before).
 
 A user who sets the flag in XLA_FLAGS themselves keeps their value; `SED_JAX_XLA_DEFAULTS=1`
 leaves XLA_FLAGS alone (jaxlib's own default, to compare or to rule the flag out while chasing
-a bug; any explicit value of the flag, even its default list, behaves like ours, so this is
-the only way back to the default). If JAX's backends were
-already started when sed_jax was imported, the flag is not set (it could no longer take
-effect); `cpu_kernels` then keeps the rewrites that pay without it. Either way, numbers are
-the same: only which XLA:CPU kernels compute them changes.
+a bug; every explicit value of the flag that was tried behaves like ours, so this is the way
+back to the default). If JAX's backends were already started when sed_jax was imported, the
+flag is not set (it could no longer take effect); `cpu_kernels` then keeps the rewrites that
+pay without it. Either way the numbers agree to float32 rounding: only which XLA:CPU kernels
+compute them changes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import sys
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
-VALUE = ""  # No YNNPACK library fusions: XLA's own CPU kernels and XNNPACK.
+VALUE = ""  # Set, and empty: what was measured (any explicit value behaved alike).
 KEEP_DEFAULTS_ENV = "SED_JAX_XLA_DEFAULTS"
 
 

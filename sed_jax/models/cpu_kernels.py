@@ -135,8 +135,8 @@ def _pointwise_fwd(x, kernel):
 def _pointwise_bwd(res, g):
   """dx and the kernel gradient are both matmuls; the kernel gradient contracts over every
   position ([B*T*F, C]^T x [B*T*F, O]), which jaxlib 0.10's XLA:CPU runs faster as a dot than
-  as the fused multiply-reduce this used to be (benchmarks/results/conv_paths.json), with or
-  without the flag of `sed_jax.xla_cpu_flags`."""
+  as the fused multiply-reduce this used to be, with or without the flag of
+  `sed_jax.xla_cpu_flags` (docs/benchmarks.md, issue 25)."""
   x, kernel = res
   c, o = kernel.shape
   dx = jnp.einsum("btfo,co->btfc", g, kernel)
