@@ -213,7 +213,8 @@ def in_child(arch: str, peak_gflops: float) -> dict:
   teachers than alone; allocator and thread-pool state), so each model starts from scratch."""
   with tempfile.TemporaryDirectory() as tmp:
     row_path = Path(tmp) / "row.json"
-    forwarded = [a for a in sys.argv[1:] if not a.startswith(("--models", "--out"))]
+    forwarded = [f"--{f.name}={f.serialize().split('=', 1)[-1]}" for f in
+                 (_BATCH, _CPU_KERNELS, _REPEATS, _STEPS, _WARMUP, _THREADS)]
     subprocess.run([sys.executable, __file__, *forwarded, f"--models={arch}",
                     f"--peak_gflops={peak_gflops}", f"--row_out={row_path}"], check=True)
     return json.loads(row_path.read_text())
