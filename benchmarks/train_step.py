@@ -15,6 +15,9 @@ then the `student` at batch 64, the student config's batch size), on the CPU:
 - PyTorch: the twin of the same model (`benchmarks/torch_crnn.py`: same layers, same parameter
   count, checked here) with AdamW, the same clipping, schedule and masked BCE.
 Each model is measured in a fresh child process (`--one_process` measures all in this one).
+The run first restarts itself with huge pages, as `python -m sed_jax.main` does
+(`sed_jax/hugepages.py`; `SED_JAX_MALLOC_DEFAULTS=1` keeps glibc's default), so both sides run
+under the same allocator.
 Both sides use `--threads` threads (default: every core; `torch.set_num_threads`, and XLA's CPU
 client runs one intra-op thread per core it may use, so pin a 1-thread run with `taskset`).
 After `--warmup` steps each, the two sides alternate `--repeats` times (which side goes first
@@ -54,6 +57,7 @@ import numpy as np
 import torch
 
 from sed_jax import config_lib
+from sed_jax import hugepages
 from sed_jax import train
 from sed_jax.models import crnn
 from sed_jax.models import cost
@@ -247,7 +251,9 @@ def main(argv) -> None:
                    jax=jax.__version__, torch=torch.__version__,
                    jax_devices=[str(d) for d in jax.devices()], torch_threads=threads,
                    jax_threads="XLA CPU client default: one intra-op thread per usable core",
-                   xla_flags=os.environ.get("XLA_FLAGS", "")),
+                   xla_flags=os.environ.get("XLA_FLAGS", ""),
+                   glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
+                   transparent_hugepages=hugepages.thp_mode()),
       cpu_kernels=_CPU_KERNELS.value, matmul_peak=peak, one_process=_ONE_PROCESS.value,
       repeats=_REPEATS.value, steps_per_repeat=_STEPS.value, warmup_steps=_WARMUP.value,
       models=rows)
@@ -262,4 +268,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  hugepages.reexec()  # As `sed_jax.main` runs; both sides of the comparison share it.
   app.run(main)

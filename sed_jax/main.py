@@ -14,7 +14,12 @@ import json
 import os
 import sys
 
-import jax
+from sed_jax import hugepages
+
+if __name__ == "__main__":  # Restart with huge pages before the imports below (why: hugepages).
+  hugepages.reexec()
+
+import jax  # pylint: disable=wrong-import-position
 import yaml
 from absl import app
 from absl import flags
