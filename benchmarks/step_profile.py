@@ -18,25 +18,23 @@ module names included) and its `source_file`:
 - optimiser: AdamW, global-norm clipping, the schedule;
 - other: what no rule claims (copies and concatenations between parts, the input layout).
 
-A thunk lasts from its own trace event to XLA's `end: <op>` event: for the asynchronous thunks
-(YNNPACK's dots, XLA's convolutions under `sed_jax.xla_cpu_flags`) the first event only
-launches the work, so its duration alone misses most of the step. XLA's CPU runtime runs
-thunks side by side on the cores, so each instant of the step is split evenly between the
-thunks running then (the innermost ones: a `while` is charged only for time none of its body's
-thunks covers). The parts then add up to the step's wall time under the tracer, which the table
-gives beside the untraced step time. The input is not part of it: the batch is already on the
-device, as the training loop's prefetch leaves it (`benchmarks/input_pipeline.py` measures
-what the pipeline delivers). Writes benchmarks/results/<--profile_out>.json and .md.
+Each op's time is its share of the wall time (`xla_trace.py`: a thunk lasts until its `end:`
+event, and an instant is split between the thunks running then). The parts then add up to the
+step's wall time under the tracer, which the table gives beside the untraced step time and the
+kernel (system) time of an untraced step, with its page faults: the cost of the memory XLA
+allocates each step, which the thunks that first touch it pay for (`sed_jax/hugepages.py`). The
+input is not part of it: the batch is already on the device, as the training loop's prefetch
+leaves it (`benchmarks/input_pipeline.py` measures what the pipeline delivers). Writes
+benchmarks/results/<--profile_out>.json and .md.
 """
 
 from __future__ import annotations
 
 import collections
-import glob
-import gzip
 import json
 import os
 import re
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -47,6 +45,7 @@ from absl import flags
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_step  # pylint: disable=g-import-not-at-top,wrong-import-position
+import xla_trace  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sed_jax import hugepages  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _MODELS = flags.DEFINE_list("profile_models", ["gated", "resnet", "densenet", "inception",
@@ -84,94 +83,45 @@ def instruction_parts(hlo_text: str) -> dict[str, str]:
   return out
 
 
-_CONTAINERS = ("while", "conditional", "call")
-
-
-def thunk_intervals(events: list[dict], module: str = "jit_train_step") -> list[tuple]:
-  """(start µs, end µs, op) of each execution of `module`'s thunks in a perfetto trace.
-
-  A thunk's event carries `hlo_op` and `hlo_module`; its completion is a separate `end: <op>`
-  event (without the module), the first one at or after the start that no earlier start of
-  the same op took."""
-  starts, ends = collections.defaultdict(list), collections.defaultdict(list)
-  for e in events:
-    if e.get("ph") != "X":
-      continue
-    args = e.get("args") or {}
-    if args.get("hlo_module") == module and "hlo_op" in args:
-      starts[args["hlo_op"]].append(e["ts"])
-    elif e["name"].startswith("end: "):
-      ends[e["name"][len("end: "):]].append(e["ts"] + e["dur"])
-  out = []
-  for op, op_starts in starts.items():
-    op_ends, i = sorted(ends.get(op, ())), 0
-    for start in sorted(op_starts):
-      while i < len(op_ends) and op_ends[i] < start:
-        i += 1
-      if i == len(op_ends):
-        raise ValueError(f"trace: thunk {op!r} started at {start} µs has no `end: {op}` event; "
-                         "this XLA's trace format is not the one this script reads")
-      out.append((start, op_ends[i], op))
-      i += 1
-  return out
-
-
-def wall_by_op(intervals: list[tuple]) -> dict[str, float]:
-  """Seconds of wall time per op: each instant split evenly between the innermost thunks
-  running then (a container op only gets the instants none of its body's thunks covers)."""
-  points = sorted([(s, 1, op) for s, _, op in intervals] + [(t, -1, op) for _, t, op in intervals])
-  running: collections.Counter = collections.Counter()
-  out: dict[str, float] = collections.defaultdict(float)
-  last = None
-  for ts, delta, op in points:
-    if running and last is not None and ts > last:
-      leaves = [o for o in running if o.split(".")[0] not in _CONTAINERS] or list(running)
-      for o in leaves:
-        out[o] += (ts - last) / 1e6 / len(leaves)
-    last = ts
-    running[op] += delta
-    if running[op] == 0:
-      del running[op]
-  return out
-
-
-def thunk_times(trace_dir: str) -> dict[str, float]:
-  """Wall seconds of each HLO op of the train step in the perfetto trace under `trace_dir`."""
-  (path,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
-  return wall_by_op(thunk_intervals(json.load(gzip.open(path))["traceEvents"]))
-
-
 def profile(arch: str, batch_size: int, steps: int, cpu_kernels: str) -> dict:
   """One model's step, traced: untraced and traced time per step, wall time by part."""
   side = train_step.JaxSide(arch, train_step.make_batch(batch_size), cpu_kernels)
   side.run(2)
-  untraced = min(side.run(1) for _ in range(2))
+  before = resource.getrusage(resource.RUSAGE_SELF)
+  untraced = min(side.run(1) for _ in range(3))
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  # The kernel's share: page faults of the buffers XLA allocates each step (sed_jax.hugepages).
+  kernel_s = (after.ru_stime - before.ru_stime) / 3
+  faults = (after.ru_minflt - before.ru_minflt) / 3
   hlo = side.step_fn.lower(side.state, side.batch).compile().as_text()
   parts_of = instruction_parts(hlo)
   with tempfile.TemporaryDirectory() as tmp:
     with jax.profiler.trace(tmp, create_perfetto_trace=True):
       side.run(steps)
-    times = thunk_times(tmp)
+    times = xla_trace.thunk_times(tmp)
   by_part = collections.Counter()
   for op, t in times.items():
     by_part[parts_of.get(op, "other")] += t / steps
   total = sum(by_part.values())
   top = sorted(times.items(), key=lambda kv: -kv[1])[:12]
   row = dict(arch=arch, batch_size=batch_size, untraced_s_per_step=untraced,
+             kernel_s_per_step=kernel_s, minor_faults_per_step=faults,
              traced_s_per_step=total, parts_s={p: by_part.get(p, 0.0) for p in PARTS},
              parts_share={p: by_part.get(p, 0.0) / total for p in PARTS},
              top_thunks=[dict(op=op, part=parts_of.get(op, "other"), s_per_step=t / steps)
                          for op, t in top])
-  print(f"{arch}: {1e3 * untraced:.0f} ms per step ({1e3 * total:.0f} traced); " + ", ".join(
+  print(f"{arch}: {1e3 * untraced:.0f} ms per step ({1e3 * total:.0f} traced; kernel "
+        f"{1e3 * kernel_s:.0f} ms, {faults:.0f} page faults); " + ", ".join(
       f"{p} {100 * row['parts_share'][p]:.0f}%" for p in PARTS), flush=True)
   return row
 
 
 def table(rows: list[dict]) -> str:
-  lines = ["| model | batch | ms / step | traced | " + " | ".join(PARTS) + " |",
-           "|---|---:|---:|---:|" + "---:|" * len(PARTS)]
+  lines = ["| model | batch | ms / step | kernel ms | traced | " + " | ".join(PARTS) + " |",
+           "|---|---:|---:|---:|---:|" + "---:|" * len(PARTS)]
   for r in rows:
     lines.append(f"| {r['arch']} | {r['batch_size']} | {1e3 * r['untraced_s_per_step']:.0f} | "
+                 f"{1e3 * r['kernel_s_per_step']:.0f} | "
                  f"{1e3 * r['traced_s_per_step']:.0f} | " +
                  " | ".join(f"{100 * r['parts_share'][p]:.0f}%" for p in PARTS) + " |")
   return "\n".join(lines)
