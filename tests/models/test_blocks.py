@@ -104,17 +104,18 @@ def _dots(jaxpr):
   return found
 
 
-def test_input_projection_is_outside_the_scan():
-  """The scan body holds only the recurrent matmul [B, H] x [H, 3H]; the input projection of
-  all frames at once ([B, T, D] x [D, 3H]) happens before it."""
-  model = blocks.GRU(H)
+@pytest.mark.parametrize("module,directions", [(blocks.GRU(H), 1), (blocks.BiGRU(H), 2)])
+def test_one_scan_holds_only_the_recurrent_matmul(module, directions):
+  """One scan of T steps whose body holds only the recurrent matmul of each direction, batched
+  ([D, B, H] x [D, H, 3H]: a BiGRU's two directions step together); the input projection of all
+  frames at once ([B, T, D] x [D, 3H]) happens before it."""
   x = jnp.zeros((B, T, D))
-  variables = model.init(jax.random.key(0), x)
-  jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, x).jaxpr
+  variables = module.init(jax.random.key(0), x)
+  jaxpr = jax.make_jaxpr(lambda v, x: module.apply(v, x))(variables, x).jaxpr
   (scan,) = list(_scan_eqns(jaxpr))
   body = scan.params["jaxpr"].jaxpr
   assert scan.params["length"] == T
-  assert _dots(body) == [frozenset({(B, H), (H, 3 * H)})]
+  assert _dots(body) == [frozenset({(directions, B, H), (directions, H, 3 * H)})]
   assert frozenset({(B, T, D), (D, 3 * H)}) in _dots(jaxpr)
 
 
