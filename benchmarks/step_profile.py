@@ -14,6 +14,7 @@ module names included) and its `source_file`:
 - BatchNorm: statistics, normalisation and their gradients;
 - pooling: max / average pooling and their gradients;
 - GRU: the BiGRU scans, forward and backward;
+- dropout: the random masks (threefry bits) and their application;
 - heads and loss: the frame and attention heads, clip pooling, the masked BCE;
 - optimiser: AdamW, global-norm clipping, the schedule;
 - other: what no rule claims (copies and concatenations between parts, the input layout).
@@ -55,8 +56,10 @@ _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Traced steps per mode
 _PROFILE_OUT = flags.DEFINE_string("profile_out", "step_profile",
                                    "Results file name in benchmarks/results/ (.json, .md).")
 
-PARTS = ("convolutions", "BatchNorm", "pooling", "GRU", "heads and loss", "optimiser", "other")
+PARTS = ("convolutions", "BatchNorm", "pooling", "GRU", "dropout", "heads and loss", "optimiser",
+         "other")
 _RULES = (  # (part, pattern on "op_name source_file"), first match wins.
+    ("dropout", re.compile(r"Dropout|dropout|bernoulli|threefry|random_bits")),
     ("optimiser", re.compile(r"optax|clip_by_global_norm|apply_updates|make_optimizer")),
     ("GRU", re.compile(r"GRU|gru|/while/|scan")),
     ("BatchNorm", re.compile(r"BatchNorm|_bn\b|normali[sz]e|batch_stats")),
@@ -64,25 +67,6 @@ _RULES = (  # (part, pattern on "op_name source_file"), first match wins.
     ("convolutions", re.compile(r"Conv|conv|depthwise|pointwise|im2col|shortcut")),
     ("heads and loss", re.compile(r"frame_head|attention|clip_logits|losses\.py|loss")),
 )
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=(.*)$")
-
-
-def instruction_parts(hlo_text: str) -> dict[str, str]:
-  """HLO instruction name → part, from each instruction's op_name and source_file, and its
-  own name (XLA's wrapper instructions carry no op_name: `wrapped_reduce-window` is a pool)."""
-  out = {}
-  for line in hlo_text.splitlines():
-    m = _INSTRUCTION.match(line)
-    if not m:
-      continue
-    meta = m.group(2)  # The instruction's text; its metadata={...}, when it has one.
-    op = re.search(r'op_name="([^"]*)"', meta)
-    src = re.search(r'source_file="([^"]*)"', meta)
-    key = f"{op.group(1) if op else ''} {src.group(1) if src else ''} {m.group(1)}"
-    out[m.group(1)] = next((part for part, rx in _RULES if rx.search(key)), "other")
-  return out
-
-
 def profile(arch: str, batch_size: int, steps: int, cpu_kernels: str) -> dict:
   """One model's step, traced: untraced and traced time per step, wall time by part."""
   side = train_step.JaxSide(arch, train_step.make_batch(batch_size), cpu_kernels)
@@ -94,7 +78,7 @@ def profile(arch: str, batch_size: int, steps: int, cpu_kernels: str) -> dict:
   kernel_s = (after.ru_stime - before.ru_stime) / 3
   faults = (after.ru_minflt - before.ru_minflt) / 3
   hlo = side.step_fn.lower(side.state, side.batch).compile().as_text()
-  parts_of = instruction_parts(hlo)
+  parts_of = xla_trace.instruction_parts(hlo, _RULES)
   with tempfile.TemporaryDirectory() as tmp:
     with jax.profiler.trace(tmp, create_perfetto_trace=True):
       side.run(steps)

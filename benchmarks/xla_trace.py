@@ -7,7 +7,8 @@ thunk the CPU runtime executes (a fusion, a dot, a convolution, a copy) has an e
 which ends at a separate `end: <op>` event. And the runtime runs thunks side by side on the
 cores. So a thunk here lasts from its event to its `end:` event, and each instant is split
 evenly between the thunks running then: the times add up to the wall time of the traced
-executions (used by `step_profile.py`; tests/benchmarks/test_xla_trace.py).
+executions. `instruction_parts` maps each op to a part of the model by the metadata of the
+compiled HLO (used by `step_profile.py`; tests/benchmarks/test_xla_trace.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,52 @@ import collections
 import glob
 import gzip
 import json
+import re
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=(.*)$")
+_OPERANDS = re.compile(r"[\w\-]+\(([^)]*)\)")  # The first `opcode(%a, %b, ...)` of an instruction.
+
+
+def instruction_parts(hlo_text: str, rules) -> dict[str, str]:
+  """HLO instruction name → part, from each instruction's op_name and source_file: the first
+  of `rules` ((part, compiled regex), ...) whose pattern matches "op_name source_file name";
+  "other" if none does.
+
+  Instructions XLA made without metadata (the partial sums into which it splits a large
+  reduction, `wrapped_reduce-window`, say; a copy) take the part of their first operand that
+  has one (a BatchNorm statistic's partial sums are BatchNorm); failing that, their own name
+  decides."""
+  meta, operands = {}, {}
+  for line in hlo_text.splitlines():
+    m = _INSTRUCTION.match(line)
+    if not m:
+      continue
+    text = m.group(2)  # The instruction's text; its metadata={...}, when it has one.
+    op = re.search(r'op_name="([^"]*)"', text)
+    src = re.search(r'source_file="([^"]*)"', text)
+    meta[m.group(1)] = f"{op.group(1)} {src.group(1) if src else ''}" if op else None
+    args = _OPERANDS.search(text)
+    operands[m.group(1)] = re.findall(r"%([\w.\-]+)", args.group(1)) if args else []
+
+  def rule(key: str) -> str:
+    return next((part for part, rx in rules if rx.search(key)), "other")
+
+  out: dict[str, str] = {}
+
+  def part(name: str, depth: int = 0) -> str:
+    if name not in out:
+      if meta.get(name):
+        out[name] = rule(f"{meta[name]} {name}")
+      else:
+        inherited = (part(o, depth + 1) for o in operands.get(name, ()) if depth < 16
+                     and (meta.get(o) or operands.get(o)))
+        out[name] = next((p for p in inherited if p != "other"), None) or rule(name)
+    return out[name]
+
+  for name in meta:
+    part(name)
+  return out
+
 
 _CONTAINERS = ("while", "conditional", "call")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -58,3 +59,24 @@ def test_reads_the_trace_file_jax_writes(tmp_path):
   with gzip.open(path, "wt") as f:
     json.dump({"traceEvents": EVENTS}, f)
   assert xla_trace.thunk_times(str(tmp_path))["dot.1"] == pytest.approx(30e-6)
+
+
+HLO = """
+  %square_fusion = f32[8,4]{1,0} fusion(%p0), kind=kLoop, metadata={op_name="jit(step)/stem/BatchNorm_0/square" source_file="blocks.py"}
+  %wrapped_reduce-window.1 = f32[2,4]{1,0} fusion(%square_fusion, %constant.2), kind=kLoop, calls=%c
+  %copy.3 = f32[2,4]{1,0} copy(%wrapped_reduce-window.1)
+  %wrapped_reduce-window.4 = f32[2,4]{1,0} fusion(%p0), kind=kLoop, calls=%c
+  ROOT %dot.5 = f32[8,8]{1,0} dot(%p0, %p0), metadata={op_name="jit(step)/stem/Conv_0/dot_general"}
+"""
+RULES = (("BatchNorm", re.compile("BatchNorm")), ("pooling", re.compile("reduce.window")),
+         ("convolutions", re.compile("Conv")))
+
+
+def test_ops_without_metadata_take_their_operands_part():
+  parts = xla_trace.instruction_parts(HLO, RULES)
+  assert parts["square_fusion"] == "BatchNorm"
+  # XLA's partial sums of a BatchNorm statistic, and a copy of them: BatchNorm, not pooling.
+  assert parts["wrapped_reduce-window.1"] == parts["copy.3"] == "BatchNorm"
+  # Nothing to inherit from (a parameter): the op's own name decides.
+  assert parts["wrapped_reduce-window.4"] == "pooling"
+  assert parts["dot.5"] == "convolutions"
