@@ -314,9 +314,11 @@ def window_pool(x: Array, window: tuple[int, int], kind: str = "max",
   else:
     native = lambda x: nn.max_pool(x, window, strides=window, padding="VALID")
     fast = lambda x: _max_pool(_crop(x, window), window)
-  if check_mode(mode) == "off":
-    return native(x)
-  return jax.lax.platform_dependent(x, cpu=fast, default=native)
+  # The scope names the pool in the compiled HLO's metadata (benchmarks/step_profile.py).
+  with jax.named_scope(f"{kind}_pool"):
+    if check_mode(mode) == "off":
+      return native(x)
+    return jax.lax.platform_dependent(x, cpu=fast, default=native)
 
 
 def _shifted_windows(x: Array, size: int, fill: float) -> list[Array]:
@@ -382,9 +384,10 @@ def same_max_pool(x: Array, size: int = 3, mode: str = "auto") -> Array:
   its first maximum, as select-and-scatter sends it). Staged per platform like `window_pool`;
   "off" is `nn.max_pool` everywhere."""
   native = lambda x: nn.max_pool(x, (size, size), strides=(1, 1), padding="SAME")
-  if check_mode(mode) == "off":
-    return native(x)
-  return jax.lax.platform_dependent(x, cpu=lambda x: _same_max_pool(x, size), default=native)
+  with jax.named_scope("same_max_pool"):  # As in `window_pool`.
+    if check_mode(mode) == "off":
+      return native(x)
+    return jax.lax.platform_dependent(x, cpu=lambda x: _same_max_pool(x, size), default=native)
 
 
 # ---------------------------------------------------------------------------------------------
