@@ -28,10 +28,11 @@ def instruction_parts(hlo_text: str, rules) -> dict[str, str]:
   of `rules` ((part, compiled regex), ...) whose pattern matches "op_name source_file name";
   "other" if none does.
 
-  Instructions XLA made without metadata (the partial sums into which it splits a large
-  reduction, `wrapped_reduce-window`, say; a copy) take the part of their first operand that
-  has one (a BatchNorm statistic's partial sums are BatchNorm); failing that, their own name
-  decides."""
+  Instructions XLA made without metadata go by their own name when a rule claims it (a
+  `convolution.8`); XLA's single-op wrappers (`wrapped_reduce-window`: the partial sums into
+  which it splits a large reduction) and the unclaimed ones (a copy) take the part of their
+  first operand that has one (a BatchNorm statistic's partial sums are BatchNorm); failing
+  that, their own name decides."""
   meta, operands = {}, {}
   for line in hlo_text.splitlines():
     m = _INSTRUCTION.match(line)
@@ -53,6 +54,8 @@ def instruction_parts(hlo_text: str, rules) -> dict[str, str]:
     if name not in out:
       if meta.get(name):
         out[name] = rule(f"{meta[name]} {name}")
+      elif not name.startswith("wrapped_") and rule(name) != "other":
+        out[name] = rule(name)  # A `convolution.8` XLA made from a conv's gradient, say.
       else:
         inherited = (part(o, depth + 1) for o in operands.get(name, ()) if depth < 16
                      and (meta.get(o) or operands.get(o)))

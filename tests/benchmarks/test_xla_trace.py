@@ -67,9 +67,11 @@ HLO = """
   %copy.3 = f32[2,4]{1,0} copy(%wrapped_reduce-window.1)
   %wrapped_reduce-window.4 = f32[2,4]{1,0} fusion(%p0), kind=kLoop, calls=%c
   ROOT %dot.5 = f32[8,8]{1,0} dot(%p0, %p0), metadata={op_name="jit(step)/stem/Conv_0/dot_general"}
+  %mask_fusion = f32[8,4]{1,0} fusion(%p0), kind=kLoop, metadata={op_name="jit(step)/Dropout_0/mul"}
+  %convolution.6 = f32[8,4]{1,0} convolution(%mask_fusion, %p1), window={size=3}
 """
-RULES = (("BatchNorm", re.compile("BatchNorm")), ("pooling", re.compile("reduce.window")),
-         ("convolutions", re.compile("Conv")))
+RULES = (("dropout", re.compile("Dropout")), ("BatchNorm", re.compile("BatchNorm")),
+         ("pooling", re.compile("reduce.window")), ("convolutions", re.compile("[Cc]onv")))
 
 
 def test_ops_without_metadata_take_their_operands_part():
@@ -80,3 +82,5 @@ def test_ops_without_metadata_take_their_operands_part():
   # Nothing to inherit from (a parameter): the op's own name decides.
   assert parts["wrapped_reduce-window.4"] == "pooling"
   assert parts["dot.5"] == "convolutions"
+  # An op XLA made without metadata whose own name a rule claims keeps it.
+  assert parts["convolution.6"] == "convolutions"
