@@ -1,7 +1,7 @@
 r"""Where a training step's time goes: XLA's own trace of the compiled step, by part of the model.
 
   python benchmarks/step_profile.py                          # every model, 5 traced steps each
-  python benchmarks/step_profile.py --models=gated --cpu_kernels=off
+  python benchmarks/step_profile.py --profile_models=gated --cpu_kernels=off
 
 For each model, the train step of `benchmarks/train_step.py` (same model, optimiser, loss and
 batch) runs `--profile_steps` times under `jax.profiler.trace`. Every XLA thunk in the trace (a
@@ -124,8 +124,9 @@ def main(argv) -> None:
   base.parent.mkdir(parents=True, exist_ok=True)
   base.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
   base.with_suffix(".md").write_text(
-      f"Share of each training step's wall time (under the tracer) by part of the model (`{out['command']}`, "
-      f"jax {jax.__version__}, cpu_kernels={out['cpu_kernels']}).\n\n" + table(rows) + "\n")
+      f"Share of each training step's wall time (under the tracer) by part of the model "
+      f"(`{out['command']}`, jax {jax.__version__}, cpu_kernels={out['cpu_kernels']}).\n\n" +
+      table(rows) + "\n")
   print(table(rows))
 
 

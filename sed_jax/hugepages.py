@@ -3,11 +3,10 @@ itself once with glibc's `glibc.malloc.hugetlb=1` tunable.
 
 Why: XLA:CPU allocates a step's temporary and output buffers anew at each execution. glibc
 serves buffers that large with fresh mmaps and unmaps them when they are freed, so each step
-faults its whole working set back in, 4 KiB at a time: the student's training step took about
-124 000 minor page faults and a third of a second of kernel time, a quarter to a third of the
-step (docs/benchmarks.md, "Huge pages"). With the tunable, glibc advises those mappings for
-transparent huge pages, which the kernel then maps 2 MiB at a time (a few hundred faults a
-step). glibc reads its tunables once, when a process starts, so the only way to get them from
+faults its whole working set back in, 4 KiB at a time, and a large share of a CPU training step
+went to the kernel (`benchmarks/hugepages.py`, results/hugepages.json). With the tunable, glibc
+advises those mappings for transparent huge pages, which the kernel then maps 2 MiB at a time.
+glibc reads its tunables once, when a process starts, so the only way to get them from
 Python is to start again: `reexec()` replaces the process (same pid, same arguments) before it
 has done any work. It is called by the commands that train or time training (`sed_jax.main`
 and the step benchmarks), never on import: a library must not restart its host.

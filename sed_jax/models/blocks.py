@@ -140,7 +140,7 @@ def gru_scan(gx: Array, w_h: Array, b_h: Array, mask: Array | None, unroll: int 
       new = jnp.where(m_t[..., None], new, carry)
     return new, new
 
-  t, d, b, gh3 = gx.shape
+  _, d, b, gh3 = gx.shape
   h0 = jnp.zeros((d, b, gh3 // 3), jnp.float32)
   _, ys = jax.lax.scan(step, h0, (gx, mask), unroll=unroll)
   return ys
