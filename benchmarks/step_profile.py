@@ -35,7 +35,6 @@ import collections
 import json
 import os
 import re
-import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -71,12 +70,9 @@ def profile(arch: str, batch_size: int, steps: int, cpu_kernels: str) -> dict:
   """One model's step, traced: untraced and traced time per step, wall time by part."""
   side = train_step.JaxSide(arch, train_step.make_batch(batch_size), cpu_kernels)
   side.run(2)
-  before = resource.getrusage(resource.RUSAGE_SELF)
-  untraced = min(side.run(1) for _ in range(3))
-  after = resource.getrusage(resource.RUSAGE_SELF)
   # The kernel's share: page faults of the buffers XLA allocates each step (sed_jax.hugepages).
-  kernel_s = (after.ru_stime - before.ru_stime) / 3
-  faults = (after.ru_minflt - before.ru_minflt) / 3
+  times, kernel_s, faults = side.run_each(3)
+  untraced = min(times)
   hlo = side.step_fn.lower(side.state, side.batch).compile().as_text()
   parts_of = xla_trace.instruction_parts(hlo, _RULES)
   with tempfile.TemporaryDirectory() as tmp:
