@@ -17,7 +17,9 @@ step (getrusage). The settings (SETTINGS):
   `python -m sed_jax.main` restarts itself with;
 - `fusion_emitters`: sed_jax's XLA flags against those plus
   `--xla_cpu_use_fusion_emitters=false` (XLA:CPU's older emitter of loop and reduction
-  fusions), a candidate that sed_jax does not set (docs/benchmarks.md says why).
+  fusions) for the whole process. sed_jax sets it per computation, for the front-ends where
+  it pays (`crnn.compiler_options`: xception and the student, whose two sides therefore
+  compile alike since then); `results/fusion_emitters.json` is the run that chose them.
 
 Children run under huge pages but for the baseline of `hugepages`. The ratio is the median over
 rounds of the candidate / the baseline (> 1: the candidate is faster). Writes

@@ -111,7 +111,8 @@ class JaxSide:
     self.params = cost.count_params(self.state.params)
     self.step_fn = jax.jit(functools.partial(train.train_step, model=self.model, tx=self.tx,
                                              loss_cfg=config_lib.common().loss()),
-                           donate_argnums=(0,))
+                           donate_argnums=(0,),
+                           compiler_options=crnn.compiler_options(self.model))
     self.batch = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()})
     start = time.perf_counter()
     self.run(1)

@@ -344,6 +344,23 @@ class CRNN(nn.Module):
     return frame_logits, clip_logits
 
 
+def compiler_options(model: CRNN) -> dict[str, Any]:
+  """XLA compile options for the jitted steps that train or evaluate `model` (the `jax.jit`
+  `compiler_options` of `train.train_and_evaluate`'s steps and of the step benchmarks).
+
+  Why: on CPU, XLA's newer emitter of loop and reduction fusions compiles the fusions of the
+  depthwise-separable front-ends (xception, the student: pooling gradients, BatchNorm partial
+  sums over few channels) into far slower code than its older one; their steps run 1.1-1.25x
+  faster with the older, while the other front-ends' run as fast or slower
+  (benchmarks/results/fusion_emitters.json, docs/benchmarks.md). So only those models, only
+  with the CPU paths ("auto") and only on the CPU backend, get it; {} otherwise.
+  """
+  depthwise = isinstance(model.frontend, XceptionFrontEnd)
+  if depthwise and model.cpu_kernels == "auto" and jax.default_backend() == "cpu":
+    return {"xla_cpu_use_fusion_emitters": False}
+  return {}
+
+
 # ---------------------------------------------------------------------------------------------
 # Factory.
 

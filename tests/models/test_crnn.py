@@ -242,3 +242,27 @@ def test_stem_pool_keeps_the_output_frame_rate(stem_pool):
   with pytest.raises(ValueError, match="stem_pool time factor 3 does not divide time_pool 4"):
     jax.eval_shape(lambda x: _tiny("resnet", stem_pool=(3, 1)).init(RNGS, x),
                    jax.ShapeDtypeStruct(X_SHAPE, jnp.float32))
+
+
+def test_compiler_options_pick_the_older_fusion_emitter_for_depthwise_front_ends_only():
+  """The depthwise-separable front-ends compile with XLA:CPU's older fusion emitter (why:
+  `crnn.compiler_options`), only under the CPU paths; with it, a training gradient is the same
+  function (float32 rounding apart)."""
+  older = {"xla_cpu_use_fusion_emitters": False}
+  for arch, expected in (("student", older), ("xception", older), ("resnet", {}),
+                         ("gated", {}), ("densenet", {}), ("inception", {})):
+    assert crnn.compiler_options(crnn.make_model(arch, C)) == expected, arch
+  assert crnn.compiler_options(crnn.make_model("student", C, cpu_kernels="off")) == {}
+
+  model = _tiny("xception")
+  x = _x()
+  variables = jax.jit(lambda rng: model.init({"params": rng, "dropout": rng}, x))(_key(0))
+
+  def loss(params):
+    (frames, clips), _ = model.apply({**variables, "params": params}, x, train=True,
+                                     mutable=["batch_stats"], rngs={"dropout": _key(1)})
+    return jnp.sum(frames ** 2) + jnp.sum(clips)
+
+  grads = [jax.jit(jax.grad(loss), compiler_options=options)(variables["params"])
+           for options in ({}, crnn.compiler_options(model))]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
