@@ -351,13 +351,12 @@ def _train_and_evaluate(config, workdir: epath.Path, train_source, kd) -> dict[s
                          data_iter)
     logging.info("Resumed %s from step %d.", workdir, int(state.step))
 
-  options = crnn.compiler_options(model)
   p_train = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_cfg=config.loss,
                                       kd=kd, accum_steps=config.grad_accum_steps),
                     in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=(0,),
-                    compiler_options=options)
+                    compiler_options=crnn.compiler_options(model))
   p_eval = jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
-                   out_shardings=data, compiler_options=options)
+                   out_shardings=data)
   val_src = pipeline.data_source(config.dataset, config.features, "validation")
   writer = metric_writers.MetricWriter(workdir)
   step = int(state.step)

@@ -345,15 +345,16 @@ class CRNN(nn.Module):
 
 
 def compiler_options(model: CRNN) -> dict[str, Any]:
-  """XLA compile options for the jitted steps that train or evaluate `model` (the `jax.jit`
-  `compiler_options` of `train.train_and_evaluate`'s steps and of the step benchmarks).
+  """XLA compile options for the jitted step that trains `model` (the `jax.jit`
+  `compiler_options` of `train.train_and_evaluate`'s training step and of the step benchmarks).
 
-  Why: on CPU, XLA's newer emitter of loop and reduction fusions compiles the fusions of the
-  depthwise-separable front-ends (xception, the student: pooling gradients, BatchNorm partial
-  sums over few channels) into far slower code than its older one; their steps run 1.1-1.25x
-  faster with the older, while the other front-ends' run as fast or slower
-  (benchmarks/results/fusion_emitters.json, docs/benchmarks.md). So only those models, only
-  with the CPU paths ("auto") and only on the CPU backend, get it; {} otherwise.
+  Why: on CPU, XLA's newer emitter of loop and reduction fusions compiles some fusions of the
+  depthwise-separable front-ends (xception, the student: the pooling gradient at the stem's
+  resolution, partial sums of BatchNorm statistics over few channels) into far slower code
+  than its older one, so their training steps run faster with the older; the other
+  front-ends' run as fast or slower with it (benchmarks/results/fusion_emitters.json,
+  docs/benchmarks.md). So only those models, only with the CPU paths ("auto") and only on
+  the CPU backend, get it; {} otherwise.
   """
   depthwise = isinstance(model.frontend, XceptionFrontEnd)
   if depthwise and model.cpu_kernels == "auto" and jax.default_backend() == "cpu":
