@@ -110,8 +110,7 @@ def table(rows: list[dict]) -> str:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  sizes = dict(item.partition("=")[::2] for item in train_step._BATCH.value)
-  rows = [profile(arch, int(sizes.get(arch, 16)), _PROFILE_STEPS.value,
+  rows = [profile(arch, train_step.batch_size_of(arch), _PROFILE_STEPS.value,
                   train_step._CPU_KERNELS.value) for arch in _MODELS.value]
   out = dict(command=" ".join(["python benchmarks/step_profile.py", *sys.argv[1:]]),
              jax=jax.__version__, glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),

@@ -66,8 +66,7 @@ _ROW_OUT = flags.DEFINE_string("ab_row_out", "", "Internal: where a child writes
 
 def measure(arch: str, steps: int) -> dict:
   """This process's step: median examples/s, kernel seconds and page faults per step."""
-  sizes = dict(item.partition("=")[::2] for item in train_step._BATCH.value)
-  batch_size = int(sizes.get(arch, 16))
+  batch_size = train_step.batch_size_of(arch)
   side = train_step.JaxSide(arch, train_step.make_batch(batch_size))
   side.run(1)
   times, kernel_s, faults = side.run_each(steps)

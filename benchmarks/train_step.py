@@ -86,6 +86,13 @@ RESULTS = Path(__file__).parent / "results"
 NUM_CLASSES, FRAMES, MELS, TOTAL_STEPS = 10, 500, 64, 3000
 
 
+def batch_size_of(arch: str) -> int:
+  """`arch`'s batch size under `--batch_sizes` (16 for an architecture it does not name); the
+  step benchmarks built on this one (step_profile, step_settings) read the same flag."""
+  sizes = dict(item.partition("=")[::2] for item in _BATCH.value)
+  return int(sizes.get(arch, 16))
+
+
 def make_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
   """A batch like `pipeline.device_batch` gives: 10-s clips, some strongly and some weakly
   labelled, no padding."""
@@ -240,19 +247,15 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   threads = _THREADS.value or len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
-  batch_sizes = {}
-  for item in _BATCH.value:
-    arch, _, size = item.partition("=")
-    batch_sizes[arch] = int(size)
   if _ROW_OUT.value:  # A child: one model, the parent's peak.
-    row = measure(_MODELS.value[0], batch_sizes.get(_MODELS.value[0], 16), _PEAK.value)
+    row = measure(_MODELS.value[0], batch_size_of(_MODELS.value[0]), _PEAK.value)
     Path(_ROW_OUT.value).write_text(json.dumps(row))
     return
   peak = matmul_peak()
   print(f"matmul peak: {peak['gflops']:.1f} GFLOP/s fp32 ({peak['best']}) at {threads} "
         "thread(s)", flush=True)
   if _ONE_PROCESS.value:
-    rows = [measure(arch, batch_sizes.get(arch, 16), peak["gflops"]) for arch in _MODELS.value]
+    rows = [measure(arch, batch_size_of(arch), peak["gflops"]) for arch in _MODELS.value]
   else:
     rows = [in_child(arch, peak["gflops"]) for arch in _MODELS.value]
   out = dict(

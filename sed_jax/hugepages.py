@@ -4,7 +4,7 @@ itself once with glibc's `glibc.malloc.hugetlb=1` tunable.
 Why: XLA:CPU allocates a step's temporary and output buffers anew at each execution. glibc
 serves buffers that large with fresh mmaps and unmaps them when they are freed, so each step
 faults its whole working set back in, 4 KiB at a time, and a large share of a CPU training step
-went to the kernel (`benchmarks/hugepages.py`, results/hugepages.json). With the tunable, glibc
+went to the kernel (`benchmarks/step_settings.py`, results/hugepages.json). With the tunable, glibc
 advises those mappings for transparent huge pages, which the kernel then maps 2 MiB at a time.
 glibc reads its tunables once, when a process starts, so the only way to get them from
 Python is to start again: `reexec()` replaces the process (same pid, same arguments) before it
