@@ -14,18 +14,25 @@ then the `student` at batch 64, the student config's batch size), on the CPU:
   `--cpu_kernels=off` builds the models with stock XLA ops (what a GPU or TPU user runs);
 - PyTorch: the twin of the same model (`benchmarks/torch_crnn.py`: same layers, same parameter
   count, checked here) with AdamW, the same clipping, schedule and masked BCE.
-Each model is measured in a fresh child process (`--one_process` measures all in this one).
 The run first restarts itself with huge pages, as `python -m sed_jax.main` does
 (`sed_jax/hugepages.py`; `SED_JAX_MALLOC_DEFAULTS=1` keeps glibc's default), so both sides run
 under the same allocator.
 Both sides use `--threads` threads (default: every core; `torch.set_num_threads`, and XLA's CPU
 client runs one intra-op thread per core it may use, so pin a 1-thread run with `taskset`).
-After `--warmup` steps each, the two sides alternate `--repeats` times (which side goes first
-alternates too), `--steps` steps per repetition, so that load from other processes hits both
-alike in time; each side's throughput is the median over its repetitions, and the ratio is
-ours / PyTorch's (> 1: ours is faster). Load does not hit both alike in effect: PyTorch's
-OpenMP threads synchronise after every op and stall while another process holds a core, XLA's
-thread pool degrades more gently; the 1-thread pinned run compares them without that.
+
+Protocol (`--protocol=processes`, the default): each side of each model runs in fresh child
+processes of its own, `--rounds` per side, JAX and PyTorch processes alternating (which goes
+first alternates too), so that load from other processes hits both alike in time; each process
+takes `--warmup` untimed steps, then `--repeats` timed repetitions of `--steps` steps. A side's
+throughput is the median over all its repetitions; the ratio is ours / PyTorch's (> 1: ours is
+faster). Why not both sides in one process: right after one framework's steps, the other's next
+step ran up to twice as slow, its kernel time tripled (the memory the first left behind), a
+penalty that a user, who trains with one of them, never pays and that did not hit both alike
+(docs/benchmarks.md). `--protocol=interleaved` is that earlier protocol, kept to reproduce the
+results measured with it: both sides of a model in one fresh process, alternating repetition by
+repetition. Load does not hit both alike in effect either way: PyTorch's OpenMP threads
+synchronise after every op and stall while another process holds a core, XLA's thread pool
+degrades more gently; the 1-thread pinned run compares them without that.
 
 Distance to the limit: the same run first measures the attainable fp32 matmul rate (the best
 of XLA's and PyTorch's square matmuls, N = 256 ... 2048). Each step's achieved rate counts the
@@ -72,14 +79,18 @@ _BATCH = flags.DEFINE_list("batch_sizes", ["student=64"], "arch=batch size; othe
 _CPU_KERNELS = flags.DEFINE_enum("cpu_kernels", "auto", ["auto", "off"],
                                  "model.cpu_kernels of our models: off = stock XLA ops.")
 _OUT = flags.DEFINE_string("out", "train_step", "Results file name in benchmarks/results/.")
-_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed repetitions per side (alternating).")
+_PROTOCOL = flags.DEFINE_enum(
+    "protocol", "processes", ["processes", "interleaved"],
+    "processes: each side of a model in fresh processes of its own, --rounds per side, "
+    "alternating; interleaved: both sides of a model in one fresh process, alternating "
+    "repetition by repetition (the protocol of the results before it was replaced).")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Fresh processes per side and model (processes).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions per side and process.")
 _STEPS = flags.DEFINE_integer("steps", 2, "Train steps per timed repetition.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per side before timing.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per side and process before timing.")
 _THREADS = flags.DEFINE_integer("threads", 0, "PyTorch intra-op threads; 0 = os.cpu_count().")
-_ONE_PROCESS = flags.DEFINE_bool("one_process", False,
-                                 "Measure every model in this process (default: each model in "
-                                 "a fresh child process).")
-_PEAK = flags.DEFINE_float("peak_gflops", 0.0, "Internal: the parent's matmul peak (a child).")
+_SIDE = flags.DEFINE_enum("side", "both", ["both", "jax", "torch"],
+                          "Internal: the side(s) a child measures.")
 _ROW_OUT = flags.DEFINE_string("row_out", "", "Internal: where a child writes its row.")
 
 RESULTS = Path(__file__).parent / "results"
@@ -188,58 +199,103 @@ def _timed(fn) -> float:
   return time.perf_counter() - start
 
 
-def measure(arch: str, batch_size: int, peak_gflops: float) -> dict:
-  """Both sides of one model: warm-up, then alternating timed repetitions."""
+SIDES = ("jax", "torch")
+
+
+def measure_sides(arch: str, batch_size: int, sides: tuple[str, ...]) -> dict:
+  """`sides` of one model in this process: each built and warmed up, then `--repeats` timed
+  repetitions of `--steps` steps, the sides alternating (which goes first alternates too) when
+  both are here. Per side: parameter count, examples/s of each repetition, and the kernel
+  (system) seconds and minor page faults per step over its repetitions (getrusage: the whole
+  process, so with both sides here each is charged what happened during its own steps)."""
   batch = make_batch(batch_size)
-  ours = JaxSide(arch, batch, _CPU_KERNELS.value)
-  theirs = TorchSide(ours.model, batch)
-  print(f"{arch}: parameters JAX {ours.params:,}, PyTorch {theirs.params:,}; batch {batch_size}; "
-        f"JAX first step (compilation) {ours.first_step_s:.1f} s", flush=True)
-  if ours.params != theirs.params:
-    raise AssertionError(f"{arch}: parameter counts differ ({ours.params} vs {theirs.params})")
-  ours.run(_WARMUP.value)
-  theirs.run(_WARMUP.value)
-  times = {"jax": [], "torch": []}
+  runners, out = {}, {}
+  if "jax" in sides:
+    runners["jax"] = JaxSide(arch, batch, _CPU_KERNELS.value)
+    out["jax"] = dict(params=runners["jax"].params, first_step_s=runners["jax"].first_step_s)
+  if "torch" in sides:
+    model = crnn.make_model(arch, NUM_CLASSES, cpu_kernels=_CPU_KERNELS.value)
+    runners["torch"] = TorchSide(model, batch)
+    out["torch"] = dict(params=runners["torch"].params)
+  for side in runners.values():
+    side.run(_WARMUP.value)
+  usage = {name: [0.0, 0.0] for name in runners}
+  rates = {name: [] for name in runners}
   for r in range(_REPEATS.value):
-    order = (("jax", ours), ("torch", theirs)) if r % 2 == 0 else (("torch", theirs),
-                                                                   ("jax", ours))
-    for name, side in order:
-      times[name].append(side.run(_STEPS.value))
-  rates = {k: [_STEPS.value * batch_size / t for t in v] for k, v in times.items()}
-  jax_rate, torch_rate = (float(np.median(rates[k])) for k in ("jax", "torch"))
+    order = list(runners) if r % 2 == 0 else list(reversed(runners))
+    for name in order:
+      before = resource.getrusage(resource.RUSAGE_SELF)
+      seconds = runners[name].run(_STEPS.value)
+      after = resource.getrusage(resource.RUSAGE_SELF)
+      rates[name].append(_STEPS.value * batch_size / seconds)
+      usage[name][0] += after.ru_stime - before.ru_stime
+      usage[name][1] += after.ru_minflt - before.ru_minflt
+  steps = _REPEATS.value * _STEPS.value
+  for name in runners:
+    out[name].update(rates=rates[name], kernel_s_per_step=usage[name][0] / steps,
+                     faults_per_step=usage[name][1] / steps)
+  return out
+
+
+def in_child(arch: str, side: str) -> dict:
+  """`measure_sides(arch)` of `side` ("jax", "torch" or "both") in a fresh process with this
+  run's flags. Why fresh: what ran before in a process changes the next step's speed (PyTorch's
+  student ran 50% faster after the teachers in one process than alone; right after the other
+  framework's steps either side's first step runs far slower, docs/benchmarks.md), so each
+  measurement starts from scratch."""
+  with tempfile.TemporaryDirectory() as tmp:
+    row_path = Path(tmp) / "row.json"
+    forwarded = [f"--{f.name}={f.serialize().split('=', 1)[-1]}" for f in
+                 (_BATCH, _CPU_KERNELS, _REPEATS, _STEPS, _WARMUP, _THREADS)]
+    subprocess.run([sys.executable, __file__, *forwarded, f"--models={arch}", f"--side={side}",
+                    f"--row_out={row_path}"], check=True)
+    return json.loads(row_path.read_text())
+
+
+def measure(arch: str, batch_size: int, peak_gflops: float) -> dict:
+  """Both sides of one model under `--protocol`: their throughputs (the median over every
+  timed repetition of the side), the ratio, and each side's rate against the matmul peak."""
+  if _PROTOCOL.value == "interleaved":
+    runs = [in_child(arch, "both")]
+  else:  # Processes of one side at a time, alternating, so that load drifts hit both alike.
+    runs = [in_child(arch, side) for r in range(_ROUNDS.value)
+            for side in (SIDES if r % 2 == 0 else SIDES[::-1])]
+  per_side = {side: [run[side] for run in runs if side in run] for side in SIDES}
+  params = {side: per_side[side][0]["params"] for side in SIDES}
+  if params["jax"] != params["torch"]:
+    raise AssertionError(f"{arch}: parameter counts differ ({params['jax']} vs "
+                         f"{params['torch']})")
+  rates = {side: [x for run in per_side[side] for x in run["rates"]] for side in SIDES}
+  jax_rate, torch_rate = (float(np.median(rates[k])) for k in SIDES)
   # Training FLOPs per example: the forward pass counted by models/cost.py on the stock ops
   # (the model's own arithmetic, whatever path computes it), times 3.
   stock = crnn.make_model(arch, NUM_CLASSES, cpu_kernels="off")
   step_flops = 3 * cost.model_flops(stock, cost.abstract_variables(stock, (1, FRAMES, MELS)),
                                     (1, FRAMES, MELS))
-  row = dict(arch=arch, batch_size=batch_size, params_jax=ours.params,
-             params_torch=theirs.params, jax_first_step_s=ours.first_step_s,
+  row = dict(arch=arch, batch_size=batch_size, params_jax=params["jax"],
+             params_torch=params["torch"],
+             jax_first_step_s=float(np.median([r["first_step_s"] for r in per_side["jax"]])),
              jax_examples_per_s=jax_rate, torch_examples_per_s=torch_rate,
              ratio=jax_rate / torch_rate, jax_rates=rates["jax"], torch_rates=rates["torch"],
              train_flops_per_example=step_flops,
              jax_gflops=step_flops * jax_rate / 1e9, torch_gflops=step_flops * torch_rate / 1e9)
+  for side in SIDES:
+    row[f"{side}_process_medians"] = [float(np.median(r["rates"])) for r in per_side[side]]
+    row[f"{side}_kernel_s_per_step"] = float(np.median([r["kernel_s_per_step"]
+                                                        for r in per_side[side]]))
+    row[f"{side}_faults_per_step"] = float(np.median([r["faults_per_step"]
+                                                      for r in per_side[side]]))
   row["jax_fraction_of_peak"] = row["jax_gflops"] / peak_gflops
   row["torch_fraction_of_peak"] = row["torch_gflops"] / peak_gflops
   print(f"{arch}: JAX {jax_rate:.1f} ex/s, PyTorch {torch_rate:.1f} ex/s, "
         f"JAX/PyTorch {row['ratio']:.2f}x; JAX {row['jax_gflops']:.1f} GFLOP/s = "
         f"{100 * row['jax_fraction_of_peak']:.0f}% of the matmul peak (PyTorch "
-        f"{100 * row['torch_fraction_of_peak']:.0f}%)  (per repetition: JAX "
-        f"{', '.join(f'{x:.1f}' for x in rates['jax'])}; PyTorch "
-        f"{', '.join(f'{x:.1f}' for x in rates['torch'])})", flush=True)
+        f"{100 * row['torch_fraction_of_peak']:.0f}%); kernel ms/step JAX "
+        f"{1e3 * row['jax_kernel_s_per_step']:.0f}, PyTorch "
+        f"{1e3 * row['torch_kernel_s_per_step']:.0f}  (per process: JAX "
+        f"{', '.join(f'{x:.1f}' for x in row['jax_process_medians'])}; PyTorch "
+        f"{', '.join(f'{x:.1f}' for x in row['torch_process_medians'])})", flush=True)
   return row
-
-
-def in_child(arch: str, peak_gflops: float) -> dict:
-  """`measure(arch)` in a fresh process with this run's flags. Why: what ran before in the
-  process changes the next model's speed (PyTorch's student measured 50% faster after the
-  teachers than alone; allocator and thread-pool state), so each model starts from scratch."""
-  with tempfile.TemporaryDirectory() as tmp:
-    row_path = Path(tmp) / "row.json"
-    forwarded = [f"--{f.name}={f.serialize().split('=', 1)[-1]}" for f in
-                 (_BATCH, _CPU_KERNELS, _REPEATS, _STEPS, _WARMUP, _THREADS)]
-    subprocess.run([sys.executable, __file__, *forwarded, f"--models={arch}",
-                    f"--peak_gflops={peak_gflops}", f"--row_out={row_path}"], check=True)
-    return json.loads(row_path.read_text())
 
 
 def main(argv) -> None:
@@ -247,17 +303,15 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   threads = _THREADS.value or len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
-  if _ROW_OUT.value:  # A child: one model, the parent's peak.
-    row = measure(_MODELS.value[0], batch_size_of(_MODELS.value[0]), _PEAK.value)
+  if _ROW_OUT.value:  # A child: one model, the side(s) it was given.
+    sides = SIDES if _SIDE.value == "both" else (_SIDE.value,)
+    row = measure_sides(_MODELS.value[0], batch_size_of(_MODELS.value[0]), sides)
     Path(_ROW_OUT.value).write_text(json.dumps(row))
     return
   peak = matmul_peak()
   print(f"matmul peak: {peak['gflops']:.1f} GFLOP/s fp32 ({peak['best']}) at {threads} "
         "thread(s)", flush=True)
-  if _ONE_PROCESS.value:
-    rows = [measure(arch, batch_size_of(arch), peak["gflops"]) for arch in _MODELS.value]
-  else:
-    rows = [in_child(arch, peak["gflops"]) for arch in _MODELS.value]
+  rows = [measure(arch, batch_size_of(arch), peak["gflops"]) for arch in _MODELS.value]
   out = dict(
       command=" ".join(["python benchmarks/train_step.py", *sys.argv[1:]]),
       machine=dict(platform=platform.platform(), python=platform.python_version(),
@@ -268,8 +322,8 @@ def main(argv) -> None:
                    xla_flags=os.environ.get("XLA_FLAGS", ""),
                    glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
                    transparent_hugepages=hugepages.thp_mode()),
-      cpu_kernels=_CPU_KERNELS.value, matmul_peak=peak, one_process=_ONE_PROCESS.value,
-      repeats=_REPEATS.value, steps_per_repeat=_STEPS.value, warmup_steps=_WARMUP.value,
+      cpu_kernels=_CPU_KERNELS.value, matmul_peak=peak, protocol=_PROTOCOL.value,
+      rounds=_ROUNDS.value if _PROTOCOL.value == "processes" else 1, repeats=_REPEATS.value, steps_per_repeat=_STEPS.value, warmup_steps=_WARMUP.value,
       models=rows)
   path = RESULTS / f"{_OUT.value}.json"
   path.parent.mkdir(parents=True, exist_ok=True)
