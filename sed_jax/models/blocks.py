@@ -180,7 +180,9 @@ class BatchNorm(nn.Module):
   mean, var), defaults, statistics (float32, E[x^2] - E[x]^2 clipped at 0) and running
   averages (not updated while initialising), with a normalisation whose gradient keeps less
   under `cpu_kernels="auto"` (`cpu_kernels.normalize`). Only what the front-ends use is
-  supported: no axis_name, no mask."""
+  supported: no axis_name, no mask. A caller that already has the batch's moments passes them
+  (`moments`, as `batch_moments` computes them): a dense block's BatchNorms normalise a
+  concatenation of parts whose moments it computed once each (`DenseBlock`)."""
 
   use_running_average: bool | None = None
   momentum: float = 0.99
@@ -194,7 +196,8 @@ class BatchNorm(nn.Module):
   cpu_kernels: str = "auto"
 
   @nn.compact
-  def __call__(self, x: Array, use_running_average: bool | None = None) -> Array:
+  def __call__(self, x: Array, use_running_average: bool | None = None,
+               moments: tuple[Array, Array] | None = None) -> Array:
     use_running_average = nn.merge_param("use_running_average", self.use_running_average,
                                          use_running_average)
     features = (x.shape[-1],)
@@ -204,9 +207,7 @@ class BatchNorm(nn.Module):
     if use_running_average:
       mean, var = ra_mean.value, ra_var.value
     else:
-      axes = tuple(range(x.ndim - 1))
-      x32 = x.astype(jnp.float32)
-      mean, mean2 = jnp.mean(x32, axes), jnp.mean(jnp.square(x32), axes)
+      mean, mean2 = batch_moments(x) if moments is None else moments
       var = jnp.maximum(0.0, mean2 - jnp.square(mean))
       if not self.is_initializing():
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
@@ -219,6 +220,14 @@ class BatchNorm(nn.Module):
                           self.epsilon, self.cpu_kernels)
     dtype = self.dtype or jnp.result_type(x, self.param_dtype)
     return y.astype(dtype)
+
+
+def batch_moments(x: Array) -> tuple[Array, Array]:
+  """Per-channel float32 E[x] and E[x^2] over every axis but the last: the batch statistics
+  `BatchNorm` normalises with (its variance is E[x^2] - E[x]^2, clipped at 0)."""
+  axes = tuple(range(x.ndim - 1))
+  x32 = x.astype(jnp.float32)
+  return jnp.mean(x32, axes), jnp.mean(jnp.square(x32), axes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +325,15 @@ class ResidualBlock(nn.Module):
 class DenseBlock(nn.Module):
   """DenseNet-BC block: each layer (BN-ReLU-1x1 conv to bottleneck*growth, BN-ReLU-3x3 conv to
   `growth`) sees the concatenation of the block input and every earlier layer's output, so
-  features are reused rather than recomputed; width grows by `growth` per layer."""
+  features are reused rather than recomputed; width grows by `growth` per layer.
+
+  Returns the concatenation and, in training, its batch moments (for the `Transition`'s
+  BatchNorm). Why the moments: a channel's batch statistics do not depend on which
+  concatenation it sits in, so each part's are computed once, when it is made, instead of
+  every later layer reducing the whole, ever wider concatenation again; and with its moments
+  given, a layer's BatchNorm is the only reader of the concatenation, which XLA then fuses into
+  the normalisation instead of writing it out at every layer. The values are those of a
+  BatchNorm over the concatenation (tests/models/test_blocks.py)."""
 
   num_layers: int
   growth: int
@@ -326,18 +343,27 @@ class DenseBlock(nn.Module):
   cpu_kernels: str = "auto"
 
   @nn.compact
-  def __call__(self, x: Array, train: bool = False) -> Array:
+  def __call__(self, x: Array, train: bool = False) -> tuple[Array, tuple[Array, Array] | None]:
     conv, norm = _conv_norm(self, train)
+    parts = [x]
+    moments = [batch_moments(x)] if train else None
+    joined = lambda: jnp.concatenate(parts, axis=-1)
+    joined_moments = lambda: (tuple(jnp.concatenate(m, axis=-1) for m in zip(*moments))
+                              if train else None)
     for _ in range(self.num_layers):
-      y = conv(self.bottleneck * self.growth, (1, 1))(nn.relu(norm()(x)))
+      y = conv(self.bottleneck * self.growth, (1, 1))(
+          nn.relu(norm()(joined(), moments=joined_moments())))
       y = conv(self.growth, (3, 3))(nn.relu(norm()(y)))
-      x = jnp.concatenate([x, y], axis=-1)
-    return x
+      parts.append(y)
+      if train:
+        moments.append(batch_moments(y))
+    return joined(), joined_moments()
 
 
 class Transition(nn.Module):
   """DenseNet transition: BN-ReLU-1x1 conv that compresses the width between dense blocks (the
-  front-end then average-pools)."""
+  front-end then average-pools). `moments`: the input's batch moments when the dense block
+  before it has them (`DenseBlock`)."""
 
   features: int
   dtype: Dtype = jnp.float32
@@ -345,9 +371,10 @@ class Transition(nn.Module):
   cpu_kernels: str = "auto"
 
   @nn.compact
-  def __call__(self, x: Array, train: bool = False) -> Array:
+  def __call__(self, x: Array, train: bool = False,
+               moments: tuple[Array, Array] | None = None) -> Array:
     conv, norm = _conv_norm(self, train)
-    return conv(self.features, (1, 1))(nn.relu(norm()(x)))
+    return conv(self.features, (1, 1))(nn.relu(norm()(x, moments=moments)))
 
 
 class InceptionBlock(nn.Module):

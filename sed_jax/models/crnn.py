@@ -223,10 +223,10 @@ class DenseNetFrontEnd(FrontEnd):
   def stage(self, i, x, train):
     num_layers = per_stage(self.layers_per_block, len(self.widths), "layers_per_block")[i]
     growth = per_stage(self.growth, len(self.widths), "growth")[i]
-    x = blocks.DenseBlock(num_layers, growth, self.bottleneck, **self.block_kwargs(),
-                          name=f"dense{i}")(x, train)
+    x, moments = blocks.DenseBlock(num_layers, growth, self.bottleneck, **self.block_kwargs(),
+                                   name=f"dense{i}")(x, train)
     return blocks.Transition(self.widths[i], **self.block_kwargs(),
-                             name=f"transition{i}")(x, train)
+                             name=f"transition{i}")(x, train, moments)
 
 
 class InceptionFrontEnd(FrontEnd):

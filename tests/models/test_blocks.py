@@ -1,8 +1,11 @@
 """sed_jax.models.blocks: the GRU against a step-by-step numpy reference, the scan's structure,
-the pooling helpers, and BatchNorm against `nn.BatchNorm` under both `cpu_kernels` settings.
+the pooling helpers, BatchNorm against `nn.BatchNorm` under both `cpu_kernels` settings, and
+the dense block's moments against BatchNorms over the concatenation.
 (The kernels themselves, and whole models under both settings: test_cpu_kernels.py.)"""
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -179,3 +182,65 @@ def test_batchnorm_matches_flax_batchnorm(shape, cpu_kernels):
   np.testing.assert_allclose(ours.apply(variables, x, use_running_average=True),
                              theirs.apply(variables, x, use_running_average=True),
                              rtol=1e-5, atol=1e-5)
+
+
+class _ConcatenatingDenseStage(nn.Module):
+  """A dense block and its transition as DenseNet writes them: every BatchNorm computes its
+  statistics from the concatenation it normalises (the reference for `DenseBlock`'s moments of
+  the parts). Module names and order are `DenseBlock`'s and `Transition`'s, so parameters are
+  shared."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    conv = functools.partial(nn.Conv, use_bias=False)
+    norm = functools.partial(blocks.BatchNorm, use_running_average=not train)
+
+    class Dense(nn.Module):
+      @nn.compact
+      def __call__(self, x):
+        for _ in range(2):
+          y = conv(6, (1, 1))(nn.relu(norm()(x)))
+          y = conv(3, (3, 3))(nn.relu(norm()(y)))
+          x = jnp.concatenate([x, y], axis=-1)
+        return x
+
+    class Trans(nn.Module):
+      @nn.compact
+      def __call__(self, x):
+        return conv(4, (1, 1))(nn.relu(norm()(x)))
+
+    return Trans(name="transition")(Dense(name="dense")(x))
+
+
+class _DenseStage(nn.Module):
+  """`DenseBlock` then `Transition`, the moments handed over as `DenseNetFrontEnd` does."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    x, moments = blocks.DenseBlock(2, 3, bottleneck=2, name="dense")(x, train)
+    return blocks.Transition(4, name="transition")(x, train, moments)
+
+
+def test_dense_block_moments_of_the_parts_equal_those_of_the_concatenation():
+  x = jax.random.normal(jax.random.key(0), (2, 6, 4, 5)) * 2.0 + 0.5
+  ours, reference = _DenseStage(), _ConcatenatingDenseStage()
+  variables = ours.init(jax.random.key(1), x, train=False)
+  assert (jax.tree.structure(variables)
+          == jax.tree.structure(reference.init(jax.random.key(1), x, train=False)))
+  # Non-trivial scales and biases, so that every BatchNorm's gradient is exercised.
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(p.size), p.shape),
+                        variables["params"])
+
+  def train(module):
+    def f(params, x):
+      y, updates = module.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                                train=True, mutable=["batch_stats"])
+      return y, updates["batch_stats"]
+    return f
+
+  _assert_close(train(ours)(params, x), train(reference)(params, x))
+  _assert_close(_values_and_grads(lambda p, x: train(ours)(p, x)[0], params, x),
+                _values_and_grads(lambda p, x: train(reference)(p, x)[0], params, x))
+  evaluation = {"params": params, "batch_stats": variables["batch_stats"]}
+  _assert_close(ours.apply(evaluation, x, train=False), reference.apply(evaluation, x,
+                                                                          train=False))
