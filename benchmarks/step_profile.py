@@ -4,7 +4,8 @@ r"""Where a training step's time goes: XLA's own trace of the compiled step, by 
   python benchmarks/step_profile.py --profile_models=gated --cpu_kernels=off
 
 For each model, the train step of `benchmarks/train_step.py` (same model, optimiser, loss and
-batch) runs `--profile_steps` times under `jax.profiler.trace`. Every XLA thunk in the trace (a
+batch, `steps_per_call` steps a call as the training loop runs them) runs `--profile_steps`
+steps under `jax.profiler.trace`. Every XLA thunk in the trace (a
 fusion, a convolution, a matmul, a copy) is attributed to one part of the model through the
 compiled HLO's metadata: the `op_name` of the instruction (the JAX name stack that made it, Flax
 module names included) and its `source_file`:
@@ -51,7 +52,8 @@ from sed_jax import hugepages  # pylint: disable=g-import-not-at-top,wrong-impor
 _MODELS = flags.DEFINE_list("profile_models", ["gated", "resnet", "densenet", "inception",
                                                "xception", "student"],
                             "Architectures to profile, in order.")
-_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Traced steps per model.")
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 4, "Traced steps per model (whole "
+                                      "calls of steps_per_call steps).")
 _PROFILE_OUT = flags.DEFINE_string("profile_out", "step_profile",
                                    "Results file name in benchmarks/results/ (.json, .md).")
 
@@ -69,11 +71,11 @@ _RULES = (  # (part, pattern on "op_name source_file"), first match wins.
 def profile(arch: str, batch_size: int, steps: int, cpu_kernels: str) -> dict:
   """One model's step, traced: untraced and traced time per step, wall time by part."""
   side = train_step.JaxSide(arch, train_step.make_batch(batch_size), cpu_kernels)
-  side.run(2)
-  # The kernel's share: page faults of the buffers XLA allocates each step (sed_jax.hugepages).
+  side.run(side.steps_per_call)
+  # The kernel's share: page faults of the buffers XLA allocates each call (sed_jax.hugepages).
   times, kernel_s, faults = side.run_each(3)
   untraced = min(times)
-  hlo = side.step_fn.lower(side.state, side.batch).compile().as_text()
+  hlo = side.step_fn.lower(side.state, side.batches).compile().as_text()
   parts_of = xla_trace.instruction_parts(hlo, _RULES)
   with tempfile.TemporaryDirectory() as tmp:
     with jax.profiler.trace(tmp, create_perfetto_trace=True):

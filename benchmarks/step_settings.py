@@ -10,8 +10,9 @@ that the training commands make (`sed_jax/hugepages.py`), or an XLA:CPU flag on 
 For each model, the JAX train step of `benchmarks/train_step.py` (same model, optimiser, loss
 and batch) runs in fresh child processes, alternately on the setting's baseline side and on its
 candidate side, `--ab_rounds` times each; each child times `--ab_steps` steps after one warm-up
-step and reports the median examples/s, the kernel (system) time and the minor page faults per
-step (getrusage). The settings (SETTINGS):
+call and reports the median examples/s, the kernel (system) time and the minor page faults per
+step (getrusage); steps are timed in whole calls of the training loop's `steps_per_call`. The
+settings (SETTINGS):
 
 - `hugepages`: glibc's default allocator against `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, what
   `python -m sed_jax.main` restarts itself with;
@@ -68,8 +69,8 @@ def measure(arch: str, steps: int) -> dict:
   """This process's step: median examples/s, kernel seconds and page faults per step."""
   batch_size = train_step.batch_size_of(arch)
   side = train_step.JaxSide(arch, train_step.make_batch(batch_size))
-  side.run(1)
-  times, kernel_s, faults = side.run_each(steps)
+  side.run(side.steps_per_call)
+  times, kernel_s, faults = side.run_each(-(-steps // side.steps_per_call))  # Whole calls.
   return dict(examples_per_s=float(np.median([batch_size / t for t in times])),
               kernel_s_per_step=kernel_s, faults_per_step=faults,
               glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),

@@ -119,39 +119,47 @@ def make_batch(batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 class JaxSide:
-  """Our step, compiled as `train.train_and_evaluate` compiles it (single device)."""
+  """Our step, compiled as `train.train_and_evaluate` compiles it (single device): the
+  training loop's call of `steps_per_call` steps (`config_lib.common().training()`)."""
 
   def __init__(self, arch: str, batch: dict[str, np.ndarray], cpu_kernels: str = "auto"):
     self.model = crnn.make_model(arch, NUM_CLASSES, cpu_kernels=cpu_kernels)
     self.tx, _ = train.make_optimizer(config_lib.common().optimizer(), TOTAL_STEPS)
+    self.steps_per_call = config_lib.common().training().steps_per_call
     self.state = jax.jit(functools.partial(train.init_state, self.model, self.tx,
                                            input_shape=(1, FRAMES, MELS)))(jax.random.key(0))
     self.params = cost.count_params(self.state.params)
-    self.step_fn = jax.jit(functools.partial(train.train_step, model=self.model, tx=self.tx,
+    self.step_fn = jax.jit(functools.partial(train.train_steps, model=self.model, tx=self.tx,
                                              loss_cfg=config_lib.common().loss()),
                            donate_argnums=(0,),
                            compiler_options=crnn.compiler_options(self.model))
-    self.batch = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()})
+    batch = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()})
+    self.batches = (batch,) * self.steps_per_call  # The same batch each step, as PyTorch's.
     start = time.perf_counter()
-    self.run(1)
+    self.run(self.steps_per_call)
     self.first_step_s = time.perf_counter() - start  # Mostly compilation.
 
   def run(self, steps: int) -> float:
-    """Seconds for `steps` steps (dispatch is asynchronous: wait for the last one's output)."""
+    """Seconds for `steps` steps, a multiple of `steps_per_call` (dispatch is asynchronous:
+    wait for the last call's output)."""
+    if steps % self.steps_per_call:
+      raise ValueError(f"{steps} steps are not whole calls of {self.steps_per_call} steps "
+                       "(configs/common.py steps_per_call); time a multiple of it")
     start = time.perf_counter()
-    for _ in range(steps):
-      self.state, metrics = self.step_fn(self.state, self.batch)
+    for _ in range(steps // self.steps_per_call):
+      self.state, metrics = self.step_fn(self.state, self.batches)
     jax.block_until_ready((self.state, metrics))
-    if not bool(metrics["finite"]):
+    if not all(bool(m["finite"]) for m in metrics):
       raise FloatingPointError("JAX step produced a non-finite loss")
     return time.perf_counter() - start
 
-  def run_each(self, steps: int) -> tuple[list[float], float, float]:
-    """Seconds of each of `steps` single steps, and the kernel (system) seconds and minor page
-    faults per step over them (getrusage): the cost of the memory XLA maps each step."""
+  def run_each(self, calls: int) -> tuple[list[float], float, float]:
+    """Seconds per step of each of `calls` calls, and the kernel (system) seconds and minor
+    page faults per step over them (getrusage): the cost of the memory XLA maps each call."""
     before = resource.getrusage(resource.RUSAGE_SELF)
-    times = [self.run(1) for _ in range(steps)]
+    times = [self.run(self.steps_per_call) / self.steps_per_call for _ in range(calls)]
     after = resource.getrusage(resource.RUSAGE_SELF)
+    steps = calls * self.steps_per_call
     return (times, (after.ru_stime - before.ru_stime) / steps,
             (after.ru_minflt - before.ru_minflt) / steps)
 

@@ -70,7 +70,7 @@ def instruction_parts(hlo_text: str, rules) -> dict[str, str]:
 _CONTAINERS = ("while", "conditional", "call")
 
 
-def thunk_intervals(events: list[dict], module: str = "jit_train_step") -> list[tuple]:
+def thunk_intervals(events: list[dict], module: str = "jit_train_steps") -> list[tuple]:
   """(start µs, end µs, op) of each execution of `module`'s thunks in a perfetto trace.
 
   A thunk's event carries `hlo_op` and `hlo_module`; its completion is a separate `end: <op>`
@@ -118,7 +118,7 @@ def wall_by_op(intervals: list[tuple]) -> dict[str, float]:
   return out
 
 
-def thunk_times(trace_dir: str, module: str = "jit_train_step") -> dict[str, float]:
+def thunk_times(trace_dir: str, module: str = "jit_train_steps") -> dict[str, float]:
   """Wall seconds of each HLO op of `module` in the perfetto trace under `trace_dir`."""
   (path,) = glob.glob(f"{trace_dir}/**/perfetto_trace.json.gz", recursive=True)
   return wall_by_op(thunk_intervals(json.load(gzip.open(path))["traceEvents"], module))

@@ -47,6 +47,10 @@ def training(smoke: bool = False) -> ml_collections.ConfigDict:
   # Micro-batches per step (train.train_step): the memory of batch_size / k examples, the
   # same update as the whole batch. batch_size must be a multiple of k x device count.
   c.grad_accum_steps = 1
+  # Optimiser steps per compiled call of the training loop (train.train_steps): the same
+  # updates as one a call; on CPU fewer fresh temporary buffers a step, which the larger
+  # front-ends pay for in the kernel (docs/benchmarks.md); more costs compile time.
+  c.steps_per_call = 2
   c.optim = optimizer(smoke)
   c.loss = loss()
   c.augment = augment()

@@ -53,6 +53,9 @@ def _training(c, prefix: str, device_count: int | None) -> Iterator[str]:
     yield (f"{prefix}batch_size={c.batch_size} does not split into grad_accum_steps={k} "
            f"micro-batches over {device_count or 1} device(s): use a multiple of "
            f"{k * (device_count or 1)}.")
+  n = c.steps_per_call
+  if not (isinstance(n, int) and n > 0):
+    yield f"{prefix}steps_per_call={n!r} must be a positive integer (1 = one step a call)."
   o = c.optim
   if o.name not in train.OPTIMIZERS:
     yield f"{prefix}optim.name={o.name!r} is not one of {train.OPTIMIZERS}."

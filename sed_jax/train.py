@@ -210,6 +210,26 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, los
   return new, dict(loss=loss, grad_norm=grad_norm, finite=finite, bad_input=bad_input, **aux)
 
 
+def train_steps(state: TrainState, batches: tuple[dict[str, jax.Array], ...], **step_kwargs
+                ) -> tuple[TrainState, tuple[dict[str, jax.Array], ...]]:
+  """`train_step` on each of `batches` in turn, in one computation: the training loop's unit
+  of work (`config.steps_per_call` steps a call), with every step's metrics.
+
+  Why several steps a call: XLA:CPU allocates a computation's temporary buffers at every call,
+  and the kernel maps each fresh page of them in (zeroed) on first touch: for the larger
+  front-ends a sizeable share of every step went to the kernel. Steps inside one call reuse
+  the same buffers (docs/benchmarks.md); on an accelerator it also halves the dispatches. The
+  steps are written out, not a `lax.scan`: XLA:CPU ran the teachers' convolutions inside a
+  while loop far slower. The result is that of the steps called one by one (bit for bit:
+  tests/test_train.py). A non-finite step leaves the state as it was, as `train_step` does,
+  and the host stops on its metrics after the call."""
+  metrics = []
+  for batch in batches:
+    state, m = train_step(state, batch, **step_kwargs)
+    metrics.append(m)
+  return state, tuple(metrics)
+
+
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model) -> dict[str, jax.Array]:
   """Frame [B, T_out, C] and clip [B, C] probabilities (float32) in inference mode."""
   frame_logits, clip_logits = model.apply(
@@ -295,6 +315,16 @@ def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
   return {k: float(np.mean([float(m[k]) for m in history])) for k in keys}
 
 
+def _steps_this_call(step: int, config) -> int:
+  """Steps of the next call from `step`: `config.steps_per_call`, fewer where a log, evaluation
+  or checkpoint boundary (or the end) comes first, so that every boundary falls between calls
+  and the loop acts on it exactly as with one step a call."""
+  boundary = min(config.total_steps,
+                 *(step // every * every + every
+                   for every in (config.log_every, config.eval_every, config.checkpoint_every)))
+  return min(config.steps_per_call, boundary - step)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.PathLike, *,
                        train_source=None, kd=None) -> dict[str, Any]:
   """Trains `config.model` on `config.dataset` in `workdir`, resuming from it if possible.
@@ -351,10 +381,16 @@ def _train_and_evaluate(config, workdir: epath.Path, train_source, kd) -> dict[s
                          data_iter)
     logging.info("Resumed %s from step %d.", workdir, int(state.step))
 
-  p_train = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_cfg=config.loss,
-                                      kd=kd, accum_steps=config.grad_accum_steps),
-                    in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=(0,),
-                    compiler_options=crnn.compiler_options(model))
+  step_fn = functools.partial(train_steps, model=model, tx=tx, loss_cfg=config.loss, kd=kd,
+                              accum_steps=config.grad_accum_steps)
+
+  @functools.cache
+  def p_train(n: int):
+    """The jitted call of n steps: `steps_per_call` ones, and a shorter one only where a log,
+    evaluation or checkpoint boundary falls inside a call."""
+    return jax.jit(step_fn, in_shardings=(repl, (data,) * n), out_shardings=(repl, repl),
+                   donate_argnums=(0,), compiler_options=crnn.compiler_options(model))
+
   p_eval = jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
                    out_shardings=data)
   val_src = pipeline.data_source(config.dataset, config.features, "validation")
@@ -367,12 +403,12 @@ def _train_and_evaluate(config, workdir: epath.Path, train_source, kd) -> dict[s
   with preemption.deferred():
     try:
       while step < config.total_steps:
-        host_batch = next(data_iter)
-        batch = sharding.to_global(pipeline.device_batch(host_batch), mesh)
-        state, metrics = p_train(state, batch)
-        history.append(metrics)
-        audio_ids.append(host_batch["audio_id"])
-        step += 1
+        host_batches = [next(data_iter) for _ in range(_steps_this_call(step, config))]
+        batches = tuple(sharding.to_global(pipeline.device_batch(b), mesh) for b in host_batches)
+        state, metrics = p_train(len(batches))(state, batches)
+        history.extend(metrics)
+        audio_ids.extend(b["audio_id"] for b in host_batches)
+        step += len(batches)
         last = step == config.total_steps
         if step % config.log_every == 0 or last:
           history = jax.device_get(history)

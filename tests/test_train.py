@@ -116,6 +116,23 @@ def test_resume_after_sigkill_gives_the_uninterrupted_parameters(finished, tmp_p
                final_params(config, workdir), final_params(config, reference_dir))
 
 
+def test_one_step_a_call_gives_the_same_run(finished, tmp_path):
+  # `finished` ran 2 steps a call (the default): calls of steps 1-2, 3, 4, 5-6 between its
+  # boundaries. The steps, metrics and checkpoints must be those of one step a call.
+  config, reference_dir, _ = finished
+  assert config.steps_per_call == 2
+  config = tiny_config(config.dataset.data_dir)
+  config.steps_per_call = 1
+  train.train_and_evaluate(config, tmp_path)
+  rows = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()
+                    if json.loads(l)["split"] == "train"]
+  for got, want in zip(rows(tmp_path), rows(reference_dir), strict=True):
+    assert got["step"] == want["step"]
+    np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6),
+               final_params(config, tmp_path), final_params(config, reference_dir))
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     data_dir, tmp_path, monkeypatch):
   config = tiny_config(data_dir)

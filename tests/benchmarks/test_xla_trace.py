@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 import xla_trace  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def _start(op, ts, module="jit_train_step"):
+def _start(op, ts, module="jit_train_steps"):
   return {"ph": "X", "ts": ts, "dur": 0.5, "name": op,
           "args": {"hlo_op": op, "hlo_module": module}}
 
