@@ -181,8 +181,8 @@ class BatchNorm(nn.Module):
   averages (not updated while initialising), with a normalisation whose gradient keeps less
   under `cpu_kernels="auto"` (`cpu_kernels.normalize`). Only what the front-ends use is
   supported: no axis_name, no mask. A caller that already has the batch's moments passes them
-  (`moments`, as `batch_moments` computes them): a dense block's BatchNorms normalise a
-  concatenation of parts whose moments it computed once each (`DenseBlock`)."""
+  (`moments`, as `cpu_kernels.batch_moments` computes them): a dense block's BatchNorms
+  normalise a concatenation of parts whose moments it computed once each (`DenseBlock`)."""
 
   use_running_average: bool | None = None
   momentum: float = 0.99
@@ -207,7 +207,8 @@ class BatchNorm(nn.Module):
     if use_running_average:
       mean, var = ra_mean.value, ra_var.value
     else:
-      mean, mean2 = batch_moments(x) if moments is None else moments
+      mean, mean2 = (kernels.batch_moments(x, self.cpu_kernels) if moments is None
+                     else moments)
       var = jnp.maximum(0.0, mean2 - jnp.square(mean))
       if not self.is_initializing():
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
@@ -220,14 +221,6 @@ class BatchNorm(nn.Module):
                           self.epsilon, self.cpu_kernels)
     dtype = self.dtype or jnp.result_type(x, self.param_dtype)
     return y.astype(dtype)
-
-
-def batch_moments(x: Array) -> tuple[Array, Array]:
-  """Per-channel float32 E[x] and E[x^2] over every axis but the last: the batch statistics
-  `BatchNorm` normalises with (its variance is E[x^2] - E[x]^2, clipped at 0)."""
-  axes = tuple(range(x.ndim - 1))
-  x32 = x.astype(jnp.float32)
-  return jnp.mean(x32, axes), jnp.mean(jnp.square(x32), axes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,7 +339,7 @@ class DenseBlock(nn.Module):
   def __call__(self, x: Array, train: bool = False) -> tuple[Array, tuple[Array, Array] | None]:
     conv, norm = _conv_norm(self, train)
     parts = [x]
-    moments = [batch_moments(x)] if train else None
+    moments = [kernels.batch_moments(x, self.cpu_kernels)] if train else None
     joined = lambda: jnp.concatenate(parts, axis=-1)
     joined_moments = lambda: (tuple(jnp.concatenate(m, axis=-1) for m in zip(*moments))
                               if train else None)
@@ -356,7 +349,7 @@ class DenseBlock(nn.Module):
       y = conv(self.growth, (3, 3))(nn.relu(norm()(y)))
       parts.append(y)
       if train:
-        moments.append(batch_moments(y))
+        moments.append(kernels.batch_moments(y, self.cpu_kernels))
     return joined(), joined_moments()
 
 

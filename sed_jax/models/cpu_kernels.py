@@ -95,7 +95,7 @@ def _depthwise_fwd(x, kernel):
 
 def _depthwise_bwd(res, g):
   """dx is a shifted sum again (with the flipped kernel); the kernel gradient is one variadic
-  reduction of all kh * kw products (why: `depthwise_conv`)."""
+  reduction of all kh * kw products (why: `depthwise_conv`; how: `_channel_sums`)."""
   x, kernel = res
   kh, kw, _ = kernel.shape
   (t0, t1), (f0, f1) = _same_pads(kh), _same_pads(kw)
@@ -106,11 +106,8 @@ def _depthwise_bwd(res, g):
   xp = jnp.pad(x, ((0, 0), (t0, t1), (f0, f1), (0, 0)))
   # Products accumulate in float32 whatever the compute dtype; the reduction keeps (B, T, C),
   # which XLA parallelises over, and the small remainder is summed after.
-  products = tuple((xp[:, i:i + t, j:j + f, :] * g).astype(jnp.float32)
-                   for i in range(kh) for j in range(kw))
-  zeros = tuple(jnp.zeros((), jnp.float32) for _ in products)
-  sums = jax.lax.reduce(products, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (2,))
-  dkernel = jnp.stack([jnp.sum(s, axis=(0, 1)) for s in sums]).reshape(kernel.shape)
+  products = tuple(xp[:, i:i + t, j:j + f, :] * g for i in range(kh) for j in range(kw))
+  dkernel = jnp.stack(_channel_sums(products)).reshape(kernel.shape)
   return dx, dkernel.astype(kernel.dtype)
 
 
@@ -394,6 +391,72 @@ def same_max_pool(x: Array, size: int = 3, mode: str = "auto") -> Array:
 # Batch normalisation.
 
 
+def _channel_sums(arrays: tuple[Array, ...]) -> tuple[Array, ...]:
+  """Per-channel (last axis) float32 sums of each of `arrays` (one shape, at least 2-D), as
+  XLA:CPU computes them fastest: one variadic reduction over the axis before the channels,
+  which reads every array once and keeps the other axes (XLA parallelises over them), then a
+  small sum of what is left.
+
+  Why: a plain `jnp.sum` over every axis but the last is a reduction of millions of elements
+  into a few channels, which XLA:CPU splits into partial sums through reduce-window (with a
+  square, say, written out in full first); on the front-ends' shapes that ran 3-13x slower
+  than this, and summed less accurately (docs/benchmarks.md)."""
+  axis = arrays[0].ndim - 2
+  arrays = tuple(a.astype(jnp.float32) for a in arrays)
+  zeros = tuple(jnp.zeros((), jnp.float32) for _ in arrays)
+  partial = jax.lax.reduce(arrays, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)),
+                           (axis,))
+  return tuple(jnp.sum(p, axis=tuple(range(p.ndim - 1))) for p in partial)
+
+
+def channel_sums(*arrays: Array, mode: str = "auto") -> tuple[Array, ...]:
+  """Per-channel float32 sums of each of `arrays` over every axis but the last: on CPU under
+  "auto" one pass of `_channel_sums`; `jnp.sum` on other platforms and under "off"."""
+  plain = lambda *a: tuple(jnp.sum(v.astype(jnp.float32), axis=tuple(range(v.ndim - 1)))
+                           for v in a)
+  if check_mode(mode) == "off":
+    return plain(*arrays)
+  return tuple(jax.lax.platform_dependent(*arrays, cpu=lambda *a: _channel_sums(a),
+                                          default=plain))
+
+
+@jax.custom_vjp
+def _cpu_moments(x: Array) -> tuple[Array, Array]:
+  """E[x] and E[x^2] per channel from one pass of `_channel_sums`. A custom gradient because
+  autodiff has no rule for a variadic reduction; the gradient is elementwise."""
+  n = x.size // x.shape[-1]
+  s1, s2 = _channel_sums((x, jnp.square(x.astype(jnp.float32))))
+  return s1 / n, s2 / n
+
+
+def _cpu_moments_fwd(x):
+  """Keeps the input (the gradient of E[x^2] is 2x / n)."""
+  return _cpu_moments(x), x
+
+
+def _cpu_moments_bwd(x, g):
+  """d/dx of g1 . E[x] + g2 . E[x^2]: (g1 + 2 x g2) / n, broadcast over the channels."""
+  g1, g2 = g
+  n = x.size // x.shape[-1]
+  return (((g1 + 2.0 * x.astype(jnp.float32) * g2) / n).astype(x.dtype),)
+
+
+_cpu_moments.defvjp(_cpu_moments_fwd, _cpu_moments_bwd)
+
+
+def batch_moments(x: Array, mode: str = "auto") -> tuple[Array, Array]:
+  """Per-channel float32 E[x] and E[x^2] over every axis but the last: the batch statistics
+  BatchNorm normalises with (its variance is E[x^2] - E[x]^2, clipped at 0). On CPU under
+  "auto" one pass (`_channel_sums`); the plain means elsewhere and under "off"."""
+  def plain(x):
+    axes = tuple(range(x.ndim - 1))
+    x32 = x.astype(jnp.float32)
+    return jnp.mean(x32, axes), jnp.mean(jnp.square(x32), axes)
+  if check_mode(mode) == "off":
+    return plain(x)
+  return tuple(jax.lax.platform_dependent(x, cpu=_cpu_moments, default=plain))
+
+
 def _normalize_plain(x: Array, mean: Array, var: Array, scale: Array, bias: Array,
                      epsilon: float) -> Array:
   """(x - mean) * scale / sqrt(var + epsilon) + bias over the last axis, in float32: the
@@ -417,11 +480,10 @@ def _normalize_bwd(epsilon, res, g):
   """Keeps only the input and per-channel statistics: autodiff would also keep x - mean, one
   more activation-sized buffer written in the forward pass and read back here."""
   x, mean, var, scale = res
-  axes = tuple(range(x.ndim - 1))
   inv = jax.lax.rsqrt(var + epsilon)
   g = g.astype(jnp.float32)
-  dbias = jnp.sum(g, axes)
-  dscale_inv = jnp.sum(g * (x.astype(jnp.float32) - mean), axes)  # d/d(scale * inv).
+  # dbias, and d/d(scale * inv): one pass on CPU (`channel_sums`).
+  dbias, dscale_inv = channel_sums(g, g * (x.astype(jnp.float32) - mean))
   dx = (g * (scale * inv)).astype(x.dtype)
   dvar = dscale_inv * scale * (-0.5) * inv ** 3
   return dx, -dbias * scale * inv, dvar, dscale_inv * inv, dbias

@@ -95,6 +95,19 @@ def test_window_pool_matches_flax_pooling(kind, window):
   _assert_close(_values_and_grads(lambda x: kernels.window_pool(x, window, kind), x), want)
 
 
+@pytest.mark.parametrize("shape", [(9, 3), (2, 7, 4), (2, 5, 3, 4)])
+def test_batch_moments_and_channel_sums_match_plain_means_and_sums(shape):
+  x = jax.random.normal(jax.random.key(0), shape) * 2.0 + 1.0
+  axes = tuple(range(len(shape) - 1))
+  plain = lambda x: (jnp.mean(x, axes), jnp.mean(x * x, axes))
+  stack = lambda pair: jnp.stack(pair)  # One output for `_values_and_grads`.
+  want = _values_and_grads(lambda x: stack(plain(x)), x)
+  for mode in ("auto", "off"):
+    _assert_close(_values_and_grads(lambda x: stack(kernels.batch_moments(x, mode)), x), want)
+  y = jax.random.normal(jax.random.key(1), shape)
+  _assert_close(kernels.channel_sums(x, x * y), (jnp.sum(x, axes), jnp.sum(x * y, axes)))
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_window_pool_off_is_flax_pooling(kind):
   x = jax.random.normal(jax.random.key(0), (2, 7, 5, 3))
