@@ -423,7 +423,10 @@ def _train_and_evaluate(config, workdir: epath.Path, train_source, kd) -> dict[s
           score = val.get(config.eval.metric)
           if score is not None and ckpt.save_best(step, state, score):
             logging.info("step %d: best %s so far: %.4f", step, config.eval.metric, score)
-        preempted = not last and preemption.stop_at(step)
+        # Every step of the call is offered to the sync point (multi-process: it must see
+        # each step id in turn to agree on one); the checkpoint comes after the call.
+        at_sync_point = [preemption.stop_at(s) for s in range(step - len(batches) + 1, step + 1)]
+        preempted = not last and any(at_sync_point)
         if step % config.checkpoint_every == 0 or last or preempted:
           ckpt.save(step, state, data_iter, config)
         if preempted:
