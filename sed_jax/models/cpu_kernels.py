@@ -409,17 +409,6 @@ def _channel_sums(arrays: tuple[Array, ...]) -> tuple[Array, ...]:
   return tuple(jnp.sum(p, axis=tuple(range(p.ndim - 1))) for p in partial)
 
 
-def channel_sums(*arrays: Array, mode: str = "auto") -> tuple[Array, ...]:
-  """Per-channel float32 sums of each of `arrays` over every axis but the last: on CPU under
-  "auto" one pass of `_channel_sums`; `jnp.sum` on other platforms and under "off"."""
-  plain = lambda *a: tuple(jnp.sum(v.astype(jnp.float32), axis=tuple(range(v.ndim - 1)))
-                           for v in a)
-  if check_mode(mode) == "off":
-    return plain(*arrays)
-  return tuple(jax.lax.platform_dependent(*arrays, cpu=lambda *a: _channel_sums(a),
-                                          default=plain))
-
-
 @jax.custom_vjp
 def _cpu_moments(x: Array) -> tuple[Array, Array]:
   """E[x] and E[x^2] per channel from one pass of `_channel_sums`. A custom gradient because
@@ -482,8 +471,11 @@ def _normalize_bwd(epsilon, res, g):
   x, mean, var, scale = res
   inv = jax.lax.rsqrt(var + epsilon)
   g = g.astype(jnp.float32)
-  # dbias, and d/d(scale * inv): one pass on CPU (`channel_sums`).
-  dbias, dscale_inv = channel_sums(g, g * (x.astype(jnp.float32) - mean))
+  # Plain sums: as `_channel_sums` they made the whole step slower at 2 threads, though not at
+  # one (docs/benchmarks.md).
+  axes = tuple(range(x.ndim - 1))
+  dbias = jnp.sum(g, axes)
+  dscale_inv = jnp.sum(g * (x.astype(jnp.float32) - mean), axes)  # d/d(scale * inv).
   dx = (g * (scale * inv)).astype(x.dtype)
   dvar = dscale_inv * scale * (-0.5) * inv ** 3
   return dx, -dbias * scale * inv, dvar, dscale_inv * inv, dbias

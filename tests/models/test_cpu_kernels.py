@@ -96,7 +96,7 @@ def test_window_pool_matches_flax_pooling(kind, window):
 
 
 @pytest.mark.parametrize("shape", [(9, 3), (2, 7, 4), (2, 5, 3, 4)])
-def test_batch_moments_and_channel_sums_match_plain_means_and_sums(shape):
+def test_batch_moments_match_plain_means(shape):
   x = jax.random.normal(jax.random.key(0), shape) * 2.0 + 1.0
   axes = tuple(range(len(shape) - 1))
   plain = lambda x: (jnp.mean(x, axes), jnp.mean(x * x, axes))
@@ -104,8 +104,6 @@ def test_batch_moments_and_channel_sums_match_plain_means_and_sums(shape):
   want = _values_and_grads(lambda x: stack(plain(x)), x)
   for mode in ("auto", "off"):
     _assert_close(_values_and_grads(lambda x: stack(kernels.batch_moments(x, mode)), x), want)
-  y = jax.random.normal(jax.random.key(1), shape)
-  _assert_close(kernels.channel_sums(x, x * y), (jnp.sum(x, axes), jnp.sum(x * y, axes)))
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
