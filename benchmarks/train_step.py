@@ -156,12 +156,19 @@ class JaxSide:
   def run_each(self, calls: int) -> tuple[list[float], float, float]:
     """Seconds per step of each of `calls` calls, and the kernel (system) seconds and minor
     page faults per step over them (getrusage): the cost of the memory XLA maps each call."""
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    times = [self.run(self.steps_per_call) / self.steps_per_call for _ in range(calls)]
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    times, (kernel_s, faults) = with_usage(
+        lambda: [self.run(self.steps_per_call) / self.steps_per_call for _ in range(calls)])
     steps = calls * self.steps_per_call
-    return (times, (after.ru_stime - before.ru_stime) / steps,
-            (after.ru_minflt - before.ru_minflt) / steps)
+    return times, kernel_s / steps, faults / steps
+
+
+def with_usage(fn):
+  """fn() and the kernel (system) seconds and minor page faults of this process while it ran
+  (getrusage)."""
+  before = resource.getrusage(resource.RUSAGE_SELF)
+  out = fn()
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  return out, (after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt)
 
 
 class TorchSide:
@@ -232,12 +239,10 @@ def measure_sides(arch: str, batch_size: int, sides: tuple[str, ...]) -> dict:
   for r in range(_REPEATS.value):
     order = list(runners) if r % 2 == 0 else list(reversed(runners))
     for name in order:
-      before = resource.getrusage(resource.RUSAGE_SELF)
-      seconds = runners[name].run(_STEPS.value)
-      after = resource.getrusage(resource.RUSAGE_SELF)
+      seconds, (kernel_s, faults) = with_usage(lambda: runners[name].run(_STEPS.value))
       rates[name].append(_STEPS.value * batch_size / seconds)
-      usage[name][0] += after.ru_stime - before.ru_stime
-      usage[name][1] += after.ru_minflt - before.ru_minflt
+      usage[name][0] += kernel_s
+      usage[name][1] += faults
   steps = _REPEATS.value * _STEPS.value
   for name in runners:
     out[name].update(rates=rates[name], kernel_s_per_step=usage[name][0] / steps,
@@ -331,7 +336,8 @@ def main(argv) -> None:
                    glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
                    transparent_hugepages=hugepages.thp_mode()),
       cpu_kernels=_CPU_KERNELS.value, matmul_peak=peak, protocol=_PROTOCOL.value,
-      rounds=_ROUNDS.value if _PROTOCOL.value == "processes" else 1, repeats=_REPEATS.value, steps_per_repeat=_STEPS.value, warmup_steps=_WARMUP.value,
+      rounds=_ROUNDS.value if _PROTOCOL.value == "processes" else 1, repeats=_REPEATS.value,
+      steps_per_repeat=_STEPS.value, warmup_steps=_WARMUP.value,
       models=rows)
   path = RESULTS / f"{_OUT.value}.json"
   path.parent.mkdir(parents=True, exist_ok=True)

@@ -220,9 +220,10 @@ def train_steps(state: TrainState, batches: tuple[dict[str, jax.Array], ...], **
   front-ends a sizeable share of every step went to the kernel. Steps inside one call reuse
   the same buffers (docs/benchmarks.md); on an accelerator it also halves the dispatches. The
   steps are written out, not a `lax.scan`: XLA:CPU ran the teachers' convolutions inside a
-  while loop far slower. The result is that of the steps called one by one (bit for bit:
-  tests/test_train.py). A non-finite step leaves the state as it was, as `train_step` does,
-  and the host stops on its metrics after the call."""
+  while loop far slower. The run is that of the steps called one by one (steps, losses and
+  parameters to float32 rounding: tests/test_train.py). A non-finite step leaves the state as
+  it was, as `train_step` does; later steps of the call go on from it, and the host stops on
+  the metrics after the call without saving, so the last good checkpoint is what remains."""
   metrics = []
   for batch in batches:
     state, m = train_step(state, batch, **step_kwargs)
