@@ -182,7 +182,10 @@ class BatchNorm(nn.Module):
   under `cpu_kernels="auto"` (`cpu_kernels.normalize`). Only what the front-ends use is
   supported: no axis_name, no mask. A caller that already has the batch's moments passes them
   (`moments`, as `cpu_kernels.batch_moments` computes them): a dense block's BatchNorms
-  normalise a concatenation of parts whose moments it computed once each (`DenseBlock`)."""
+  normalise a concatenation of parts whose moments it computed once each (`DenseBlock`).
+
+  `dot_sums=False` keeps plain sums for the gradients of scale and bias on CPU, where the
+  matmuls of `cpu_kernels._gradient_sums` are slower (the inception block's branches)."""
 
   use_running_average: bool | None = None
   momentum: float = 0.99
@@ -194,6 +197,7 @@ class BatchNorm(nn.Module):
   bias_init: Callable[..., Array] = nn.initializers.zeros
   scale_init: Callable[..., Array] = nn.initializers.ones
   cpu_kernels: str = "auto"
+  dot_sums: bool = True
 
   @nn.compact
   def __call__(self, x: Array, use_running_average: bool | None = None,
@@ -218,7 +222,7 @@ class BatchNorm(nn.Module):
     bias = (self.param("bias", self.bias_init, features, self.param_dtype) if self.use_bias
             else jnp.zeros(features, jnp.float32))
     y = kernels.normalize(x, mean, var, scale.astype(jnp.float32), bias.astype(jnp.float32),
-                          self.epsilon, self.cpu_kernels)
+                          self.epsilon, self.cpu_kernels, self.dot_sums)
     dtype = self.dtype or jnp.result_type(x, self.param_dtype)
     return y.astype(dtype)
 
@@ -390,8 +394,8 @@ class InceptionBlock(nn.Module):
                        f"{self.features}")
     conv, norm = _conv_norm(self, train)
 
-    def cbr(y, width, k):
-      return nn.relu(norm()(conv(width, (k, k))(y)))
+    def cbr(y, width, k):  # Plain gradient sums: as matmuls they slowed this block's step.
+      return nn.relu(norm(dot_sums=False)(conv(width, (k, k))(y)))
 
     w = self.features // 4
     reduce = max(w // 2, 1)

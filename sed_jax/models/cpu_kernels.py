@@ -17,7 +17,8 @@ The switch (`model.cpu_kernels`, a `mode` argument here, a `cpu_kernels` attribu
 modules of `blocks` and `crnn`; never global state):
 
 - "auto": the convolution and pooling fast paths on CPU, XLA's native ops on GPU/TPU (chosen
-  per platform when the computation is lowered), and BatchNorm's leaner gradient everywhere.
+  per platform when the computation is lowered), and BatchNorm's leaner gradient everywhere
+  (its scale and bias sums as matmuls on CPU).
 - "off": the stock ops everywhere (`nn.Conv` with `lax.conv_general_dilated`, `nn.max_pool` /
   `nn.avg_pool`, the BatchNorm arithmetic differentiated by autodiff): for a platform where
   the CPU paths are never wanted, or to rule them out while chasing a bug.
@@ -453,29 +454,53 @@ def _normalize_plain(x: Array, mean: Array, var: Array, scale: Array, bias: Arra
   return (x.astype(jnp.float32) - mean) * (scale * jax.lax.rsqrt(var + epsilon)) + bias
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _gradient_sums(g: Array, centred: Array, dots: bool) -> tuple[Array, Array]:
+  """Per-channel (last axis) sums of g and of g * centred, float32: the gradients of
+  BatchNorm's bias and (up to a factor) scale. With `dots`, on CPU, as two matmuls with a ones
+  vector; plain sums elsewhere.
+
+  Why matmuls: XLA:CPU splits a plain sum of millions of elements into reduce-window partial
+  sums, which read the gradient at a few GB/s; a matmul reads its operands once at full
+  bandwidth. The one-pass reduction of `_channel_sums` would be faster still, but XLA fuses
+  the whole chain that makes g (ReLU, pooling, dropout and residual gradients) into it and
+  recomputes it there. A matmul needs its operands in memory, so g is computed once. In the
+  inception block, whose branch outputs are concatenated, XLA then writes more copies than the
+  matmuls save, and its BatchNorms keep plain sums (`dots=False`; docs/benchmarks.md)."""
+  def plain(g, centred):
+    axes = tuple(range(g.ndim - 1))
+    return jnp.sum(g, axes), jnp.sum(g * centred, axes)
+
+  def matmuls(g, centred):
+    c = g.shape[-1]
+    g2 = g.reshape(-1, c)
+    ones = jnp.ones((g2.shape[0],), jnp.float32)
+    return ones @ g2, ones @ (g2 * centred.reshape(-1, c))
+
+  if not dots:
+    return plain(g, centred)
+  return tuple(jax.lax.platform_dependent(g, centred, cpu=matmuls, default=plain))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _normalize(x: Array, mean: Array, var: Array, scale: Array, bias: Array,
-               epsilon: float) -> Array:
+               epsilon: float, dot_sums: bool) -> Array:
   """`_normalize_plain` with the leaner gradient of `_normalize_bwd`."""
   return _normalize_plain(x, mean, var, scale, bias, epsilon)
 
 
-def _normalize_fwd(x, mean, var, scale, bias, epsilon):
+def _normalize_fwd(x, mean, var, scale, bias, epsilon, dot_sums):
   """Keeps the input and the per-channel statistics and scale, not x - mean."""
-  return _normalize(x, mean, var, scale, bias, epsilon), (x, mean, var, scale)
+  return _normalize(x, mean, var, scale, bias, epsilon, dot_sums), (x, mean, var, scale)
 
 
-def _normalize_bwd(epsilon, res, g):
+def _normalize_bwd(epsilon, dot_sums, res, g):
   """Keeps only the input and per-channel statistics: autodiff would also keep x - mean, one
   more activation-sized buffer written in the forward pass and read back here."""
   x, mean, var, scale = res
   inv = jax.lax.rsqrt(var + epsilon)
   g = g.astype(jnp.float32)
-  # Plain sums: as `_channel_sums` they made the whole step slower at 2 threads, though not at
-  # one (docs/benchmarks.md).
-  axes = tuple(range(x.ndim - 1))
-  dbias = jnp.sum(g, axes)
-  dscale_inv = jnp.sum(g * (x.astype(jnp.float32) - mean), axes)  # d/d(scale * inv).
+  # d/d(scale * inv) is the second sum.
+  dbias, dscale_inv = _gradient_sums(g, x.astype(jnp.float32) - mean, dot_sums)
   dx = (g * (scale * inv)).astype(x.dtype)
   dvar = dscale_inv * scale * (-0.5) * inv ** 3
   return dx, -dbias * scale * inv, dvar, dscale_inv * inv, dbias
@@ -485,10 +510,11 @@ _normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
 def normalize(x: Array, mean: Array, var: Array, scale: Array, bias: Array, epsilon: float,
-              mode: str = "auto") -> Array:
+              mode: str = "auto", dot_sums: bool = True) -> Array:
   """BatchNorm's normalisation of x (any dtype) by per-channel float32 statistics and affine
   parameters, in float32. "auto": with `_normalize_bwd`'s gradient, which keeps less for the
-  backward pass (on every platform: it is not staged per platform); "off": autodiff."""
+  backward pass (on every platform), and sums its parameters' gradients as matmuls on CPU
+  where `dot_sums` (`_gradient_sums`); "off": autodiff."""
   if check_mode(mode) == "off":
     return _normalize_plain(x, mean, var, scale, bias, epsilon)
-  return _normalize(x, mean, var, scale, bias, epsilon)
+  return _normalize(x, mean, var, scale, bias, epsilon, dot_sums)

@@ -106,6 +106,20 @@ def test_batch_moments_match_plain_means(shape):
     _assert_close(_values_and_grads(lambda x: stack(kernels.batch_moments(x, mode)), x), want)
 
 
+@pytest.mark.parametrize("dot_sums", [True, False])
+def test_normalize_gradient_matches_autodiff(dot_sums):
+  """BatchNorm's normalisation under "auto" (its own gradient, the scale and bias sums as
+  matmuls or plain sums) against autodiff of the same arithmetic ("off"), for every input."""
+  key = iter(jax.random.split(jax.random.key(3), 5))
+  x = jax.random.normal(next(key), (2, 5, 3, 4)) * 2.0 + 1.0
+  mean, var = jnp.mean(x, (0, 1, 2)), jnp.var(x, (0, 1, 2))
+  scale, bias = jax.random.normal(next(key), (4,)), jax.random.normal(next(key), (4,))
+  want = _values_and_grads(
+      lambda *a: kernels.normalize(*a, 1e-5, "off"), x, mean, var, scale, bias)
+  _assert_close(_values_and_grads(lambda *a: kernels.normalize(*a, 1e-5, "auto", dot_sums),
+                                  x, mean, var, scale, bias), want)
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_window_pool_off_is_flax_pooling(kind):
   x = jax.random.normal(jax.random.key(0), (2, 7, 5, 3))

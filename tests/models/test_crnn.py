@@ -265,4 +265,6 @@ def test_compiler_options_pick_the_older_fusion_emitter_for_depthwise_front_ends
 
   grads = [jax.jit(jax.grad(loss), compiler_options=options)(variables["params"])
            for options in ({}, crnn.compiler_options(model))]
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
+  # The two emitters fuse (and so round) differently: gradients of magnitude ~1 differ by up
+  # to a few 1e-6 either way, the tolerance of every "same numbers" test of the models.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), *grads)
